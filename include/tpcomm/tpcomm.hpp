@@ -1,0 +1,156 @@
+// tpcomm C++ API.
+//
+// A Communicator connects world_size processes on one machine through a
+// shared-memory segment. It is move-only; destroying it releases everything.
+// All collectives are blocking and must be called by every rank in the same
+// order with matching arguments.
+//
+// Aliasing contract (all collectives):
+//   - in-place:     send == recv; the result overwrites the input.
+//   - out-of-place: the send and recv byte ranges are disjoint; send is never
+//                   written and the result goes straight into recv, with no
+//                   extra copy compared with in-place.
+//   - any other overlap throws Error(ErrorCode::invalid_argument) before any
+//     rank moves; the communicator stays usable.
+//   - count == 0 is a no-op (pointers may then be null).
+//
+// Reduction order (bitwise-identical on every rank):
+//   r[i] = x_0[i] op x_1[i] op ... op x_{n-1}[i], folded left to right in rank
+//   order. f16/bf16 accumulate in f32 and round once (nearest-even). Integer
+//   sum/prod wrap. avg = sum / n in the accumulation type, floating types only.
+//   min/max propagate NaN.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "tpcomm/tpcomm.h"
+
+namespace tpcomm {
+
+enum class DataType : int {
+  f32 = TPCOMM_F32,
+  f64 = TPCOMM_F64,
+  f16 = TPCOMM_F16,
+  bf16 = TPCOMM_BF16,
+  i8 = TPCOMM_I8,
+  u8 = TPCOMM_U8,
+  i32 = TPCOMM_I32,
+  i64 = TPCOMM_I64,
+};
+
+enum class ReduceOp : int {
+  sum = TPCOMM_SUM,
+  prod = TPCOMM_PROD,
+  min = TPCOMM_MIN,
+  max = TPCOMM_MAX,
+  avg = TPCOMM_AVG,
+};
+
+enum class ErrorCode : int {
+  invalid_argument = TPCOMM_ERROR_INVALID_ARGUMENT,
+  timeout = TPCOMM_ERROR_TIMEOUT,
+  peer_dead = TPCOMM_ERROR_PEER_DEAD,
+  mismatch = TPCOMM_ERROR_MISMATCH,
+  system = TPCOMM_ERROR_SYSTEM,
+  comm_failed = TPCOMM_ERROR_COMM_FAILED,
+  internal = TPCOMM_ERROR_INTERNAL,
+};
+
+// The one error type tpcomm throws. what() names the rank, the collective and
+// the values involved.
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// Size in bytes of one element; throws for an unknown value.
+std::size_t dtype_size(DataType dtype);
+std::string_view dtype_name(DataType dtype);
+std::string_view redop_name(ReduceOp op);
+// Parse "f32", "bf16", ... and "sum", "avg", ...; throws invalid_argument.
+DataType parse_dtype(std::string_view name);
+ReduceOp parse_redop(std::string_view name);
+
+// Maps a C++ element type to its DataType (f16/bf16 have no standard type:
+// use the pointer overload of the collectives with DataType::f16/bf16).
+template <class T>
+constexpr DataType dtype_of() {
+  if constexpr (std::is_same_v<T, float>) return DataType::f32;
+  else if constexpr (std::is_same_v<T, double>) return DataType::f64;
+  else if constexpr (std::is_same_v<T, std::int8_t>) return DataType::i8;
+  else if constexpr (std::is_same_v<T, std::uint8_t>) return DataType::u8;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return DataType::i32;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return DataType::i64;
+  else static_assert(sizeof(T) == 0, "no tpcomm DataType for this element type");
+}
+
+struct CommOptions {
+  // Bound on every wait. Zero: TPCOMM_TIMEOUT from the environment, else 300 s.
+  std::chrono::duration<double> timeout{0.0};
+  // Bytes of one staging slot per rank (each rank has two). Zero: TPCOMM_CHUNK_BYTES
+  // from the environment, else the default (see docs/configuration.md).
+  std::size_t chunk_bytes = 0;
+};
+
+class Communicator {
+ public:
+  // Explicit rendezvous: every rank 0..world_size-1 calls this with the same job_id.
+  static Communicator create(int rank, int world_size, std::string_view job_id,
+                             const CommOptions& options = {});
+  // From tpcomm-run's, torchrun's or Open MPI's environment variables.
+  static Communicator from_env(const CommOptions& options = {});
+
+  Communicator(Communicator&&) noexcept;
+  Communicator& operator=(Communicator&&) noexcept;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+  ~Communicator();
+
+  int rank() const;
+  int world_size() const;
+  std::chrono::duration<double> timeout() const;
+  void set_timeout(std::chrono::duration<double> timeout);
+  // Bytes of one staging slot (the chunk size of the copy-in algorithms).
+  std::size_t chunk_bytes() const;
+
+  // recv[i] = fold(op, send_0[i], ..., send_{n-1}[i]). See the aliasing contract above.
+  void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op);
+
+  template <class T>
+  void all_reduce(std::span<const T> send, std::span<T> recv, ReduceOp op) {
+    if (send.size() != recv.size())
+      throw Error(ErrorCode::invalid_argument, "all_reduce: send and recv spans differ in size (" +
+                                                   std::to_string(send.size()) + " vs " +
+                                                   std::to_string(recv.size()) + ")");
+    all_reduce(send.data(), recv.data(), send.size(), dtype_of<T>(), op);
+  }
+  template <class T>
+  void all_reduce(std::span<T> inout, ReduceOp op) {
+    all_reduce(inout.data(), inout.data(), inout.size(), dtype_of<T>(), op);
+  }
+
+  void barrier();
+
+  // Name of the all_reduce algorithm chosen for a message of this many bytes.
+  std::string_view all_reduce_algorithm(std::size_t bytes) const;
+
+  class Impl;
+
+ private:
+  explicit Communicator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tpcomm

@@ -1,0 +1,308 @@
+// Communicator: owns the shared-memory segment and the channel over it,
+// validates every call's arguments before any rank moves, and keeps a failed
+// communicator failed.
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "algorithms/all_reduce.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "shm/channel.hpp"
+#include "shm/layout.hpp"
+#include "shm/segment.hpp"
+#include "tpcomm/tpcomm.hpp"
+
+namespace tpcomm {
+
+using namespace detail;
+
+namespace {
+
+// Bumped in every child after fork(): a communicator notices it is being used
+// from a process that did not create it without a getpid() call per collective.
+std::atomic<std::uint64_t> g_fork_generation{0};
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+const bool g_fork_handler_installed = [] { return pthread_atfork(nullptr, nullptr, &on_fork_child) == 0; }();
+
+int online_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// Job ids become part of a file name: keep safe ones readable, hash the rest.
+std::string job_token(std::string_view job_id) {
+  const bool safe = !job_id.empty() && job_id.size() <= 64 &&
+                    job_id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") ==
+                        std::string_view::npos;
+  if (safe) return std::string(job_id);
+  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
+  for (const char c : job_id) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(hash));
+  return std::string("h") + text;
+}
+
+// Communicators created with the same job id in one process get consecutive
+// instance numbers; every rank creates them in the same order, so the numbers
+// agree and two communicators of one job never share a segment name.
+std::uint64_t next_instance(const std::string& token) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::uint64_t> counters;
+  std::lock_guard lock(mutex);
+  return counters[token]++;
+}
+
+bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b, std::size_t b_bytes) {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(b);
+  return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
+
+}  // namespace
+
+class Communicator::Impl {
+ public:
+  Impl(int rank, int world_size, std::string_view job_id, const CommOptions& options)
+      : config_(Config::from_environment()), rank_(rank), world_size_(world_size) {
+    if (world_size < 1 || world_size > kMaxWorldSize) {
+      fail(ErrorCode::invalid_argument, "world size " + std::to_string(world_size) + " is out of range (1.." +
+                                            std::to_string(kMaxWorldSize) + ")");
+    }
+    if (rank < 0 || rank >= world_size) {
+      fail(ErrorCode::invalid_argument, "rank " + std::to_string(rank) + " is out of range for world size " +
+                                            std::to_string(world_size));
+    }
+    if (job_id.empty()) fail(ErrorCode::invalid_argument, "job id is empty");
+    if (options.timeout.count() < 0) fail(ErrorCode::invalid_argument, "timeout must not be negative");
+    const double timeout = options.timeout.count() > 0 ? options.timeout.count() : config_.timeout_seconds;
+    const std::size_t chunk = options.chunk_bytes != 0 ? options.chunk_bytes : config_.chunk_bytes;
+    if (chunk < 4096 || chunk > (std::size_t{1} << 30)) {
+      fail(ErrorCode::invalid_argument,
+           "chunk size " + std::to_string(chunk) + " bytes is out of range (4096 .. 1 GiB)");
+    }
+    chunk_bytes_ = chunk / 64 * 64;  // whole cache lines, so every dtype fits evenly
+    (void)select_all_reduce_algorithm(config_.algorithm, 0, world_size, 0);  // reject a bad TPCOMM_ALGO now
+    fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
+    rendezvous(job_id, timeout);
+    channel_.policy().timeout = std::chrono::duration<double>(timeout);
+    channel_.policy().spin_count =
+        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
+  }
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  std::size_t chunk_bytes() const { return chunk_bytes_; }
+  std::chrono::duration<double> timeout() const { return channel_.policy().timeout; }
+  void set_timeout(std::chrono::duration<double> timeout) {
+    if (!(timeout.count() > 0)) fail(ErrorCode::invalid_argument, "timeout must be positive");
+    channel_.policy().timeout = timeout;
+  }
+
+  const AllReduceAlgorithm& all_reduce_algorithm(std::size_t bytes) const {
+    return select_all_reduce_algorithm(config_.algorithm, bytes, world_size_, config_.one_shot_max_bytes);
+  }
+
+  void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) {
+    check_usable("all_reduce");
+    const std::size_t element = dtype_size(dtype);  // throws for an unknown dtype
+    (void)redop_name(op);                            // throws for an unknown op
+    if (op == ReduceOp::avg && !is_floating(dtype)) {
+      fail(ErrorCode::invalid_argument, prefix("all_reduce") + "op avg is not defined for integer dtype " +
+                                            std::string(dtype_name(dtype)) + " (use sum and divide)");
+    }
+    if (count == 0) return;
+    if (count > SIZE_MAX / element) {
+      fail(ErrorCode::invalid_argument, prefix("all_reduce") + "count " + std::to_string(count) + " x " +
+                                            std::to_string(element) + " bytes overflows size_t");
+    }
+    const std::size_t bytes = count * element;
+    if (send == nullptr || recv == nullptr) {
+      fail(ErrorCode::invalid_argument, prefix("all_reduce") + (send == nullptr ? "send" : "recv") +
+                                            " buffer is null with count " + std::to_string(count));
+    }
+    const auto* send_bytes = static_cast<const std::byte*>(send);
+    auto* recv_bytes = static_cast<std::byte*>(recv);
+    if (send_bytes != recv_bytes && ranges_overlap(send_bytes, bytes, recv_bytes, bytes)) {
+      fail(ErrorCode::invalid_argument, prefix("all_reduce") +
+                                            "send and recv buffers partially overlap (in-place needs send == recv; "
+                                            "out-of-place needs disjoint buffers)");
+    }
+    if (world_size_ == 1) {
+      // The fold of one contribution is the contribution itself (avg: x / 1 == x).
+      if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
+      return;
+    }
+    const AllReduceAlgorithm& algorithm = all_reduce_algorithm(bytes);
+    CallDescriptor call;
+    call.kind = CollectiveKind::all_reduce;
+    call.dtype = static_cast<std::uint8_t>(dtype);
+    call.op = static_cast<std::uint8_t>(op);
+    call.algorithm = algorithm.id;
+    call.count = count;
+    run_guarded([&] { algorithm.run(channel_, AllReduceArgs{send_bytes, recv_bytes, count, dtype, op}, call); });
+  }
+
+  void barrier() {
+    check_usable("barrier");
+    if (world_size_ == 1) return;
+    CallDescriptor call;
+    call.kind = CollectiveKind::barrier;
+    run_guarded([&] {
+      const std::uint64_t round = channel_.next_round();
+      channel_.publish(round, call);
+      channel_.wait_all_published(round, call);
+      channel_.release(round);
+    });
+  }
+
+ private:
+  static bool is_floating(DataType dtype) {
+    return dtype == DataType::f32 || dtype == DataType::f64 || dtype == DataType::f16 || dtype == DataType::bf16;
+  }
+
+  std::string prefix(std::string_view collective) const {
+    return "rank " + std::to_string(rank_) + ": " + std::string(collective) + ": ";
+  }
+
+  // Fails fast if an earlier error failed this communicator, or if this
+  // process is a fork of the one that created it.
+  void check_usable(std::string_view collective) const {
+    if (failure_) throw Error(ErrorCode::comm_failed, prefix(collective) +
+                                                          "communicator failed earlier and cannot be used: " +
+                                                          failure_->what());
+    if (g_fork_generation.load(std::memory_order_relaxed) != fork_generation_) {
+      fail(ErrorCode::invalid_argument, prefix(collective) +
+                                            "communicator used from a forked child process; create a new one there");
+    }
+  }
+
+  // Runs a collective; any error that may have left ranks mid-protocol fails
+  // the communicator for good (later calls fail fast with the same message).
+  template <class Body>
+  void run_guarded(Body body) {
+    try {
+      body();
+    } catch (const Error& error) {
+      failure_.emplace(error);
+      throw;
+    }
+  }
+
+  void rendezvous(std::string_view job_id, double timeout) {
+    const std::string token = job_token(job_id);
+    const std::string name = "/tpcomm-" + std::to_string(::getuid()) + "-" + token + "-" +
+                             std::to_string(next_instance(token)) + "-n" + std::to_string(world_size_);
+    const SegmentLayout layout = SegmentLayout::compute(world_size_, chunk_bytes_);
+    ShmSegment::OpenResult result{};
+    segment_ = ShmSegment::create_or_open(name, layout.total_bytes, timeout, &result);
+    auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    if (result == ShmSegment::OpenResult::created) {
+      header->world_size = static_cast<std::uint32_t>(world_size_);
+      header->chunk_bytes = chunk_bytes_;
+      header->total_bytes = layout.total_bytes;
+      header->magic.store(kSegmentMagic, std::memory_order_release);
+    } else {
+      while (header->magic.load(std::memory_order_acquire) != kSegmentMagic) {
+        if (elapsed() > timeout) {
+          fail(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": segment " + name +
+                                       " was never initialised by the rank that created it");
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      if (header->world_size != static_cast<std::uint32_t>(world_size_) || header->chunk_bytes != chunk_bytes_) {
+        fail(ErrorCode::mismatch, "rank " + std::to_string(rank_) + ": ranks disagree: this rank has world size " +
+                                      std::to_string(world_size_) + " and chunk " + std::to_string(chunk_bytes_) +
+                                      " bytes, the segment was made for world size " +
+                                      std::to_string(header->world_size) + " and chunk " +
+                                      std::to_string(header->chunk_bytes));
+      }
+    }
+    RankInfo& me = header->ranks[rank_];
+    me.pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
+    std::uint32_t expected = 0;
+    if (!me.arrived.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+      fail(ErrorCode::invalid_argument, "rank " + std::to_string(rank_) + " joined job '" + std::string(job_id) +
+                                            "' twice (two processes were given the same rank?)");
+    }
+    // Wait for everybody, bounded; then the name can go: every rank has mapped it.
+    for (;;) {
+      std::string missing;
+      for (int r = 0; r < world_size_; ++r) {
+        if (header->ranks[r].arrived.load(std::memory_order_acquire) == 0) {
+          missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        }
+      }
+      if (missing.empty()) break;
+      if (elapsed() > timeout) {
+        fail(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) +
+                                     "' (world size " + std::to_string(world_size_) + ") timed out after " +
+                                     std::to_string(timeout) + " s; ranks that never arrived: " + missing);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(elapsed() < 0.01 ? 20 : 500));
+    }
+    if (result == ShmSegment::OpenResult::created) {
+      segment_.unlink();
+    } else {
+      segment_.forget_name();
+    }
+    channel_ = ShmChannel(segment_.data(), layout, rank_, world_size_);
+  }
+
+  Config config_;
+  int rank_;
+  int world_size_;
+  std::size_t chunk_bytes_ = 0;
+  std::uint64_t fork_generation_ = 0;
+  ShmSegment segment_;
+  ShmChannel channel_;
+  std::optional<Error> failure_;
+};
+
+Communicator::Communicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Communicator::Communicator(Communicator&&) noexcept = default;
+Communicator& Communicator::operator=(Communicator&&) noexcept = default;
+Communicator::~Communicator() = default;
+
+Communicator Communicator::create(int rank, int world_size, std::string_view job_id, const CommOptions& options) {
+  return Communicator(std::make_unique<Impl>(rank, world_size, job_id, options));
+}
+
+namespace {
+Communicator::Impl& checked(const std::unique_ptr<Communicator::Impl>& impl) {
+  if (!impl) fail(ErrorCode::invalid_argument, "communicator was moved from or destroyed");
+  return *impl;
+}
+}  // namespace
+
+int Communicator::rank() const { return checked(impl_).rank(); }
+int Communicator::world_size() const { return checked(impl_).world_size(); }
+std::size_t Communicator::chunk_bytes() const { return checked(impl_).chunk_bytes(); }
+std::chrono::duration<double> Communicator::timeout() const { return checked(impl_).timeout(); }
+void Communicator::set_timeout(std::chrono::duration<double> timeout) { checked(impl_).set_timeout(timeout); }
+
+void Communicator::all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) {
+  checked(impl_).all_reduce(send, recv, count, dtype, op);
+}
+
+void Communicator::barrier() { checked(impl_).barrier(); }
+
+std::string_view Communicator::all_reduce_algorithm(std::size_t bytes) const {
+  return checked(impl_).all_reduce_algorithm(bytes).name;
+}
+
+}  // namespace tpcomm

@@ -1,0 +1,82 @@
+#include "core/config.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "core/error.hpp"
+
+namespace tpcomm::detail {
+
+const std::vector<ConfigVariable>& config_variables() {
+  static const std::vector<ConfigVariable> table{
+      {"TPCOMM_TIMEOUT", "300", "seconds any wait may last before failing with an error naming the late rank"},
+      {"TPCOMM_CHUNK_BYTES", "1M", "bytes of one staging slot per rank (two slots each); larger messages go in chunks"},
+      {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
+      {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size", "auto picks one_shot up to this message size, two_shot above"},
+      {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
+      {"TPCOMM_RANK, TPCOMM_WORLD_SIZE, TPCOMM_JOB_ID", "-", "set by tpcomm-run; read by from_env"},
+      {"RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID", "-",
+       "torchrun's variables; read by from_env when TPCOMM_RANK is absent"},
+      {"OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE", "-",
+       "Open MPI's variables; read by from_env when neither of the above is set"},
+  };
+  return table;
+}
+
+std::size_t parse_byte_size(std::string_view text, std::string_view what) {
+  auto bad = [&]() -> std::size_t {
+    fail(ErrorCode::invalid_argument,
+         std::string(what) + ": cannot parse '" + std::string(text) + "' as a byte size (e.g. 4096, 512K, 4M, 1G)");
+  };
+  if (text.empty()) return bad();
+  std::size_t multiplier = 1;
+  std::string digits(text);
+  switch (digits.back()) {
+    case 'K': case 'k': multiplier = std::size_t{1} << 10; digits.pop_back(); break;
+    case 'M': case 'm': multiplier = std::size_t{1} << 20; digits.pop_back(); break;
+    case 'G': case 'g': multiplier = std::size_t{1} << 30; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return bad();
+  errno = 0;
+  const unsigned long long value = std::strtoull(digits.c_str(), nullptr, 10);
+  if (errno != 0 || value > std::numeric_limits<std::size_t>::max() / multiplier) return bad();
+  return static_cast<std::size_t>(value) * multiplier;
+}
+
+namespace {
+
+const char* env(const char* name) {
+  const char* value = std::getenv(name);
+  return (value != nullptr && *value != '\0') ? value : nullptr;
+}
+
+}  // namespace
+
+Config Config::from_environment() {
+  Config config;
+  if (const char* value = env("TPCOMM_TIMEOUT")) {
+    char* end = nullptr;
+    const double seconds = std::strtod(value, &end);
+    if (end == value || *end != '\0' || !std::isfinite(seconds) || seconds <= 0) {
+      fail(ErrorCode::invalid_argument,
+           std::string("TPCOMM_TIMEOUT: expected a positive number of seconds, got '") + value + "'");
+    }
+    config.timeout_seconds = seconds;
+  }
+  if (const char* value = env("TPCOMM_CHUNK_BYTES")) {
+    config.chunk_bytes = parse_byte_size(value, "TPCOMM_CHUNK_BYTES");
+  }
+  if (const char* value = env("TPCOMM_ALGO")) config.algorithm = value;
+  if (const char* value = env("TPCOMM_ONE_SHOT_MAX_BYTES")) {
+    config.one_shot_max_bytes = parse_byte_size(value, "TPCOMM_ONE_SHOT_MAX_BYTES");
+  }
+  if (const char* value = env("TPCOMM_SPIN")) {
+    config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));
+  }
+  return config;
+}
+
+}  // namespace tpcomm::detail

@@ -1,0 +1,36 @@
+// Configuration: every environment variable tpcomm reads, in one table.
+// Values are read when a communicator is created (so a launcher or a test can
+// set them per process) and never on the hot path.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tpcomm::detail {
+
+struct ConfigVariable {
+  std::string_view name;
+  std::string_view default_value;
+  std::string_view meaning;
+};
+
+// The documented table (also printed by `tpcomm-perf --print-config`).
+const std::vector<ConfigVariable>& config_variables();
+
+struct Config {
+  double timeout_seconds = 300.0;      // TPCOMM_TIMEOUT
+  std::size_t chunk_bytes = 1 << 20;   // TPCOMM_CHUNK_BYTES
+  std::string algorithm = "auto";      // TPCOMM_ALGO
+  std::size_t one_shot_max_bytes = 0;  // TPCOMM_ONE_SHOT_MAX_BYTES (0: by world size)
+  int spin_count = -1;                 // TPCOMM_SPIN (-1: by oversubscription)
+
+  // Reads the environment; throws invalid_argument naming a malformed variable.
+  static Config from_environment();
+};
+
+// Parses "1048576", "512K", "4M", "1G" (powers of 1024). Throws invalid_argument.
+std::size_t parse_byte_size(std::string_view text, std::string_view what);
+
+}  // namespace tpcomm::detail

@@ -1,0 +1,223 @@
+#include "shm/channel.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "core/error.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TPCOMM_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define TPCOMM_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define TPCOMM_CPU_RELAX() ((void)0)
+#endif
+
+namespace tpcomm::detail {
+
+std::string_view collective_name(CollectiveKind kind) {
+  switch (kind) {
+    case CollectiveKind::barrier: return "barrier";
+    case CollectiveKind::all_reduce: return "all_reduce";
+  }
+  return "unknown collective";
+}
+
+std::uint64_t CallDescriptor::word0() const {
+  // Bit 63 marks a valid descriptor so an all-zero (never written) slot never matches.
+  return (std::uint64_t{1} << 63) | (static_cast<std::uint64_t>(kind) << 48) |
+         (static_cast<std::uint64_t>(dtype) << 40) | (static_cast<std::uint64_t>(op) << 32) |
+         (static_cast<std::uint64_t>(algorithm) << 24) | (static_cast<std::uint64_t>(root + 1) & 0xffffffu);
+}
+
+CallDescriptor CallDescriptor::unpack(std::uint64_t w0, std::uint64_t w1) {
+  CallDescriptor d;
+  d.kind = static_cast<CollectiveKind>((w0 >> 48) & 0xff);
+  d.dtype = static_cast<std::uint8_t>((w0 >> 40) & 0xff);
+  d.op = static_cast<std::uint8_t>((w0 >> 32) & 0xff);
+  d.algorithm = static_cast<std::uint8_t>((w0 >> 24) & 0xff);
+  d.root = static_cast<std::int32_t>(w0 & 0xffffffu) - 1;
+  d.count = w1;
+  return d;
+}
+
+namespace {
+const char* algorithm_label(std::uint8_t id) {
+  switch (id) {
+    case 1: return "one_shot";
+    case 2: return "two_shot";
+    default: return "-";
+  }
+}
+}  // namespace
+
+std::string CallDescriptor::describe() const {
+  std::string text(collective_name(kind));
+  if (kind == CollectiveKind::barrier) return text + "()";
+  text += "(count=" + std::to_string(count);
+  if (dtype < 8) text += ", dtype=" + std::string(dtype_name(static_cast<DataType>(dtype)));
+  if (op < 5) text += ", op=" + std::string(redop_name(static_cast<ReduceOp>(op)));
+  if (root >= 0) text += ", root=" + std::to_string(root);
+  if (algorithm != 0) text += std::string(", algorithm=") + algorithm_label(algorithm);
+  return text + ")";
+}
+
+ShmChannel::ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, int world_size)
+    : header_(reinterpret_cast<SegmentHeader*>(base)),
+      ready_(reinterpret_cast<ReadyLine*>(base + layout.ready_offset)),
+      consumed_(reinterpret_cast<ConsumedLine*>(base + layout.consumed_offset)),
+      slots_(base + layout.slots_offset),
+      slot_stride_(layout.slot_stride),
+      chunk_bytes_(static_cast<std::size_t>(header_->chunk_bytes)),
+      rank_(rank),
+      world_size_(world_size) {}
+
+void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexcept {
+  std::uint32_t expected = 0;
+  AbortState& abort = header_->abort;
+  if (!abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(code), std::memory_order_acq_rel))
+    return;  // someone else's failure came first; theirs is the one reported
+  abort.rank.store(rank_, std::memory_order_relaxed);
+  const std::size_t n = std::min(message.size(), sizeof(abort.message) - 1);
+  std::memcpy(abort.message, message.data(), n);
+  abort.message[n] = '\0';
+  abort.message_ready.store(1, std::memory_order_release);
+}
+
+void ShmChannel::throw_if_aborted(const CallDescriptor& call) const {
+  const AbortState& abort = header_->abort;
+  const std::uint32_t code = abort.code.load(std::memory_order_acquire);
+  if (code == 0) return;
+  // The recording rank writes the message right after the code; wait briefly for it.
+  for (int i = 0; i < 100000 && abort.message_ready.load(std::memory_order_acquire) == 0; ++i) TPCOMM_CPU_RELAX();
+  const int who = abort.rank.load(std::memory_order_relaxed);
+  std::string text = abort.message_ready.load(std::memory_order_acquire) != 0 ? std::string(abort.message)
+                                                                             : std::string("(no message)");
+  throw Error(static_cast<ErrorCode>(code), "rank " + std::to_string(rank_) + ": " + call.describe() +
+                                                " failed because rank " + std::to_string(who) + " reported: " + text);
+}
+
+void ShmChannel::fail_and_abort(ErrorCode code, const std::string& message) {
+  record_abort(code, message);
+  throw Error(code, message);
+}
+
+bool ShmChannel::peer_alive(int peer) const {
+  const pid_t pid = header_->ranks[peer].pid.load(std::memory_order_relaxed);
+  if (pid <= 0) return true;  // not known yet
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  // A killed child of a launcher that has not reaped it yet is a zombie: dead too.
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  if (FILE* file = std::fopen(path, "r")) {
+    char buffer[256] = {};
+    const std::size_t got = std::fread(buffer, 1, sizeof(buffer) - 1, file);
+    std::fclose(file);
+    const char* close_paren = std::strrchr(buffer, ')');
+    if (got > 0 && close_paren != nullptr && close_paren[1] == ' ') {
+      const char state = close_paren[2];
+      if (state == 'Z' || state == 'X') return false;
+    }
+  }
+  return true;
+}
+
+template <class Reached>
+void ShmChannel::wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what,
+                          std::uint64_t round) {
+  if (reached()) return;
+  // Phase 1: spin with a pause (cheapest wake-up: the data is one cache-line
+  // transfer away). Phase 2: yield, so an oversubscribed machine makes progress.
+  // Phase 3: sleep with growing naps, so an idle wait costs no CPU.
+  // Throughout: the abort flag; every ~50 ms in phases 2-3: deadline and liveness.
+  for (int i = 0; i < policy_.spin_count; ++i) {
+    TPCOMM_CPU_RELAX();
+    if (reached()) return;
+    if ((i & 255) == 255) throw_if_aborted(call);
+  }
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  const auto deadline = start + std::chrono::duration_cast<clock::duration>(policy_.timeout);
+  auto next_check = start;
+  auto nap = std::chrono::microseconds(20);
+  for (;;) {
+    if (reached()) return;
+    throw_if_aborted(call);
+    const auto now = clock::now();
+    if (now >= next_check) {
+      next_check = now + std::chrono::milliseconds(50);
+      if (reached()) return;
+      if (!peer_alive(peer)) {
+        fail_and_abort(ErrorCode::peer_dead,
+                       "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " + std::to_string(peer) +
+                           " (pid " + std::to_string(header_->ranks[peer].pid.load()) +
+                           ") died while this rank waited for it to " + what + " round " + std::to_string(round));
+      }
+      if (now >= deadline) {
+        fail_and_abort(ErrorCode::timeout,
+                       "rank " + std::to_string(rank_) + ": " + call.describe() + ": timed out after " +
+                           std::to_string(policy_.timeout.count()) + " s waiting for rank " + std::to_string(peer) +
+                           " to " + what + " round " + std::to_string(round) + " (rank " + std::to_string(peer) +
+                           " is late or stopped calling)");
+      }
+    }
+    const auto waited = now - start;
+    if (waited < std::chrono::milliseconds(5)) {
+      sched_yield();
+    } else {
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(1000));
+    }
+  }
+}
+
+void ShmChannel::acquire_slot(std::uint64_t round, const CallDescriptor& call) {
+  if (round <= 2 || consumed_floor_ >= round - 2) return;
+  std::uint64_t floor = UINT64_MAX;
+  for (int peer = 0; peer < world_size_; ++peer) {
+    std::atomic<std::uint64_t>& counter = consumed_[peer].round;
+    wait_for(
+        peer, [&] { return counter.load(std::memory_order_acquire) >= round - 2; }, call, "finish reading",
+        round - 2);
+    floor = std::min(floor, counter.load(std::memory_order_relaxed));
+  }
+  consumed_floor_ = floor;
+}
+
+void ShmChannel::publish(std::uint64_t round, const CallDescriptor& call) {
+  ReadyLine& line = ready_[rank_];
+  line.call[round & 1][0].store(call.word0(), std::memory_order_relaxed);
+  line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
+  line.round.store(round, std::memory_order_release);
+}
+
+void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& call) {
+  const std::uint64_t mine0 = call.word0();
+  const std::uint64_t mine1 = call.word1();
+  for (int peer = 0; peer < world_size_; ++peer) {
+    if (peer == rank_) continue;
+    ReadyLine& line = ready_[peer];
+    wait_for(
+        peer, [&] { return line.round.load(std::memory_order_acquire) >= round; }, call, "publish", round);
+    const std::uint64_t theirs0 = line.call[round & 1][0].load(std::memory_order_relaxed);
+    const std::uint64_t theirs1 = line.call[round & 1][1].load(std::memory_order_relaxed);
+    if (theirs0 != mine0 || theirs1 != mine1) {
+      const CallDescriptor other = CallDescriptor::unpack(theirs0, theirs1);
+      fail_and_abort(ErrorCode::mismatch, "mismatched collective calls: rank " + std::to_string(rank_) + " called " +
+                                              call.describe() + " but rank " + std::to_string(peer) + " called " +
+                                              other.describe());
+    }
+  }
+}
+
+void ShmChannel::release(std::uint64_t round) { consumed_[rank_].round.store(round, std::memory_order_release); }
+
+}  // namespace tpcomm::detail

@@ -1,0 +1,104 @@
+// ShmChannel: the hot-path view of a communicator's segment (no ownership).
+//
+// A collective is a sequence of rounds. In round s every rank may write its
+// own slot (parity s % 2), publishes ready = s, reads whatever it needs from
+// the slots of round s of other ranks, then publishes consumed = s. Before a
+// rank writes its slot for round s it waits until every rank's consumed >= s-2.
+// Round numbers run on across calls, so every algorithm advances the counters
+// in the same way and algorithms can be mixed freely from call to call.
+//
+// Every wait is bounded: it spins briefly, then yields, then sleeps, checking
+// the deadline, the shared abort state and the liveness of the awaited rank.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "shm/layout.hpp"
+#include "tpcomm/tpcomm.hpp"
+
+namespace tpcomm::detail {
+
+enum class CollectiveKind : std::uint8_t { barrier = 1, all_reduce = 2 };
+
+std::string_view collective_name(CollectiveKind kind);
+
+// What a rank is doing in a round; ranks compare descriptors to detect
+// mismatched calls. Packed into two 64-bit words.
+struct CallDescriptor {
+  CollectiveKind kind = CollectiveKind::barrier;
+  std::uint8_t dtype = 0;
+  std::uint8_t op = 0;
+  std::uint8_t algorithm = 0;
+  std::int32_t root = -1;
+  std::uint64_t count = 0;
+
+  std::uint64_t word0() const;
+  std::uint64_t word1() const { return count; }
+  static CallDescriptor unpack(std::uint64_t w0, std::uint64_t w1);
+  std::string describe() const;  // e.g. "all_reduce(count=1024, dtype=f32, op=sum, algorithm=one_shot)"
+  bool operator==(const CallDescriptor&) const = default;
+};
+
+struct WaitPolicy {
+  std::chrono::duration<double> timeout{300.0};
+  int spin_count = 4096;  // pause iterations before yielding
+};
+
+class ShmChannel {
+ public:
+  ShmChannel() = default;
+  ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, int world_size);
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  std::size_t chunk_bytes() const { return chunk_bytes_; }
+  SegmentHeader& header() const { return *header_; }
+
+  WaitPolicy& policy() { return policy_; }
+  const WaitPolicy& policy() const { return policy_; }
+
+  // Rounds are numbered from 1; next_round() hands out the next number.
+  std::uint64_t next_round() { return ++last_round_; }
+
+  std::byte* slot(int owner, std::uint64_t round) const {
+    return slots_ + (static_cast<std::size_t>(owner) * 2 + (round & 1)) * slot_stride_;
+  }
+
+  // Waits until this rank may write its slot for `round`.
+  void acquire_slot(std::uint64_t round, const CallDescriptor& call);
+  // Publishes this rank's round (slot contents and descriptor become visible).
+  void publish(std::uint64_t round, const CallDescriptor& call);
+  // Waits until every rank has published `round` with the same descriptor.
+  void wait_all_published(std::uint64_t round, const CallDescriptor& call);
+  // This rank has finished reading the slots of `round`.
+  void release(std::uint64_t round);
+
+  // Records the first failure in the shared abort state so every rank fails
+  // with it (first writer wins). Never throws.
+  void record_abort(ErrorCode code, const std::string& message) noexcept;
+  // Throws if any rank has recorded a failure.
+  void throw_if_aborted(const CallDescriptor& call) const;
+
+ private:
+  template <class Reached>
+  void wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what, std::uint64_t round);
+  [[noreturn]] void fail_and_abort(ErrorCode code, const std::string& message);
+  bool peer_alive(int peer) const;
+
+  SegmentHeader* header_ = nullptr;
+  ReadyLine* ready_ = nullptr;
+  ConsumedLine* consumed_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::size_t slot_stride_ = 0;
+  std::size_t chunk_bytes_ = 0;
+  int rank_ = 0;
+  int world_size_ = 0;
+  std::uint64_t last_round_ = 0;
+  std::uint64_t consumed_floor_ = 0;  // a known lower bound of every rank's consumed
+  WaitPolicy policy_;
+};
+
+}  // namespace tpcomm::detail

@@ -1,0 +1,97 @@
+// Layout of a communicator's shared-memory segment.
+//
+//   SegmentHeader            magic, sizes, abort state, per-rank pid/arrival
+//   ReadyLine[world]         one cache line per rank: its highest published round
+//                            and the call descriptor of the round in each slot
+//   ConsumedLine[world]      one cache line per rank: highest round it finished reading
+//   slots[world][2]          staging: each rank owns two slots of chunk_bytes,
+//                            used by round parity (round % 2)
+//
+// Invariants (the protocol, see shm/channel.hpp):
+//   - counters are monotonic round numbers, never reset; round numbers run on
+//     across calls and across collectives. Rounds start at 1.
+//   - a rank writes its slot for round s only once every rank's consumed >= s-2
+//     (everybody finished reading what it put there two rounds ago).
+//   - ready.round is stored with release after the slot and the descriptor are
+//     written; readers load it with acquire.
+// Every line a rank writes on the hot path is its own cache line: no false sharing.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "tpcomm/tpcomm.h"
+
+namespace tpcomm::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kPage = 4096;
+inline constexpr std::uint64_t kSegmentMagic = 0x31766d6d6f637074ull;  // "tpcommv1"
+inline constexpr int kMaxWorldSize = TPCOMM_MAX_WORLD_SIZE;
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
+static_assert(std::atomic<std::int32_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
+
+struct alignas(kCacheLine) RankInfo {
+  std::atomic<std::int32_t> pid;       // process id, for liveness checks
+  std::atomic<std::uint32_t> arrived;  // set to 1 once this rank has mapped the segment
+};
+
+// The first error any rank hits is recorded here so that every other rank
+// fails promptly with the same explanation instead of waiting for a timeout.
+struct alignas(kCacheLine) AbortState {
+  std::atomic<std::uint32_t> code;           // 0: healthy; else a tpcomm_status_t, set once by CAS
+  std::atomic<std::int32_t> rank;            // the rank that recorded it
+  std::atomic<std::uint32_t> message_ready;  // 1 once message is complete (release)
+  char message[1012];
+};
+
+struct SegmentHeader {
+  std::atomic<std::uint64_t> magic;  // written last by the creator (release)
+  std::uint32_t world_size;
+  std::uint32_t reserved;
+  std::uint64_t chunk_bytes;
+  std::uint64_t total_bytes;
+  AbortState abort;
+  RankInfo ranks[kMaxWorldSize];
+};
+
+struct alignas(kCacheLine) ReadyLine {
+  std::atomic<std::uint64_t> round;
+  // Descriptor of the call that published round r, stored at [r % 2]; two words
+  // (see CallDescriptor). Same line as the counter: a reader gets both in one transfer.
+  std::atomic<std::uint64_t> call[2][2];
+};
+
+struct alignas(kCacheLine) ConsumedLine {
+  std::atomic<std::uint64_t> round;
+};
+
+static_assert(sizeof(ReadyLine) == kCacheLine);
+static_assert(sizeof(ConsumedLine) == kCacheLine);
+
+struct SegmentLayout {
+  std::size_t ready_offset = 0;
+  std::size_t consumed_offset = 0;
+  std::size_t slots_offset = 0;
+  std::size_t slot_stride = 0;  // bytes between consecutive slots (chunk rounded up to a page)
+  std::size_t total_bytes = 0;
+
+  static constexpr std::size_t round_up(std::size_t value, std::size_t alignment) {
+    return (value + alignment - 1) / alignment * alignment;
+  }
+
+  static constexpr SegmentLayout compute(int world_size, std::size_t chunk_bytes) {
+    SegmentLayout layout;
+    const auto n = static_cast<std::size_t>(world_size);
+    layout.ready_offset = round_up(sizeof(SegmentHeader), kCacheLine);
+    layout.consumed_offset = layout.ready_offset + n * sizeof(ReadyLine);
+    layout.slots_offset = round_up(layout.consumed_offset + n * sizeof(ConsumedLine), kPage);
+    layout.slot_stride = round_up(chunk_bytes, kPage);
+    layout.total_bytes = layout.slots_offset + 2 * n * layout.slot_stride;
+    return layout;
+  }
+};
+
+}  // namespace tpcomm::detail
