@@ -149,6 +149,53 @@ TPCOMM_API tpcomm_status_t tpcomm_all_reduce(tpcomm_comm_t comm, const void* sen
                                              size_t count, tpcomm_dtype_t dtype,
                                              tpcomm_redop_t op);
 
+/*
+ * The collective set. Counts are in elements. Same guarantees as all_reduce.
+ * See tpcomm.hpp (or README "Collectives") for each in-place rule.
+ */
+TPCOMM_API tpcomm_status_t tpcomm_reduce_scatter(tpcomm_comm_t comm, const void* send, void* recv,
+                                                 size_t recv_count, tpcomm_dtype_t dtype, tpcomm_redop_t op);
+/* recv_counts: world_size entries. */
+TPCOMM_API tpcomm_status_t tpcomm_reduce_scatterv(tpcomm_comm_t comm, const void* send, void* recv,
+                                                  const size_t* recv_counts, tpcomm_dtype_t dtype,
+                                                  tpcomm_redop_t op);
+TPCOMM_API tpcomm_status_t tpcomm_all_gather(tpcomm_comm_t comm, const void* send, void* recv,
+                                             size_t send_count, tpcomm_dtype_t dtype);
+/* counts: world_size entries; rank r contributes counts[r] elements. */
+TPCOMM_API tpcomm_status_t tpcomm_all_gatherv(tpcomm_comm_t comm, const void* send, void* recv,
+                                              const size_t* counts, tpcomm_dtype_t dtype);
+TPCOMM_API tpcomm_status_t tpcomm_broadcast(tpcomm_comm_t comm, const void* send, void* recv, size_t count,
+                                            tpcomm_dtype_t dtype, int root);
+TPCOMM_API tpcomm_status_t tpcomm_reduce(tpcomm_comm_t comm, const void* send, void* recv, size_t count,
+                                         tpcomm_dtype_t dtype, tpcomm_redop_t op, int root);
+TPCOMM_API tpcomm_status_t tpcomm_gather(tpcomm_comm_t comm, const void* send, void* recv, size_t send_count,
+                                         tpcomm_dtype_t dtype, int root);
+TPCOMM_API tpcomm_status_t tpcomm_scatter(tpcomm_comm_t comm, const void* send, void* recv, size_t recv_count,
+                                          tpcomm_dtype_t dtype, int root);
+TPCOMM_API tpcomm_status_t tpcomm_all_to_all(tpcomm_comm_t comm, const void* send, void* recv,
+                                             size_t count_per_rank, tpcomm_dtype_t dtype);
+/* All four arrays have world_size entries, in elements. */
+TPCOMM_API tpcomm_status_t tpcomm_all_to_allv(tpcomm_comm_t comm, const void* send, const size_t* send_counts,
+                                              const size_t* send_displs, void* recv, const size_t* recv_counts,
+                                              const size_t* recv_displs, tpcomm_dtype_t dtype);
+
+/* Point-to-point; messages of one pair match in order. */
+TPCOMM_API tpcomm_status_t tpcomm_send(tpcomm_comm_t comm, const void* buffer, size_t count,
+                                       tpcomm_dtype_t dtype, int peer);
+TPCOMM_API tpcomm_status_t tpcomm_recv(tpcomm_comm_t comm, void* buffer, size_t count, tpcomm_dtype_t dtype,
+                                       int peer);
+
+typedef struct tpcomm_p2p_op {
+  int is_send;    /* 1: send buffer to peer; 0: receive into buffer from peer */
+  void* buffer;
+  size_t count;
+  tpcomm_dtype_t dtype;
+  int peer;
+} tpcomm_p2p_op_t;
+
+/* Progresses all operations together; a ring exchange cannot deadlock. */
+TPCOMM_API tpcomm_status_t tpcomm_p2p_batch(tpcomm_comm_t comm, const tpcomm_p2p_op_t* ops, size_t num_ops);
+
 /* Wait until every rank has entered the barrier. */
 TPCOMM_API tpcomm_status_t tpcomm_barrier(tpcomm_comm_t comm);
 

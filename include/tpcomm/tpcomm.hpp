@@ -141,6 +141,62 @@ class Communicator {
     all_reduce(inout.data(), inout.data(), inout.size(), dtype_of<T>(), op);
   }
 
+  // reduce_scatter: rank r receives block r of the reduced (world_size x recv_count)
+  // send buffer. In-place when recv == send + r * recv_count elements (NCCL's rule).
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op);
+  // reduce_scatterv: send holds sum(recv_counts) elements; rank r receives the
+  // reduced block of recv_counts[r] elements starting at sum(recv_counts[0..r)).
+  // Zero counts allowed. In-place when recv == send + that offset.
+  void reduce_scatterv(const void* send, void* recv, std::span<const std::size_t> recv_counts, DataType dtype,
+                       ReduceOp op);
+  // all_gather: recv (world_size x send_count) = concatenation of every rank's
+  // send, in rank order. In-place when send == recv + r * send_count elements.
+  void all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype);
+  // all_gatherv: rank r contributes counts[r] elements (zero allowed); recv is the
+  // concatenation in rank order. In-place when send == recv + sum(counts[0..r)).
+  void all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype);
+  // broadcast: every rank's recv = root's send. On the root, in-place when
+  // send == recv; on other ranks send is ignored (may be null).
+  void broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root);
+  // reduce: root's recv = fold over ranks of send. In-place on the root when
+  // send == recv; recv is ignored on other ranks (may be null).
+  void reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root);
+  // gather: root's recv (world_size x send_count) = every rank's send in rank order.
+  // In-place on the root when send == recv + root * send_count; recv ignored elsewhere.
+  void gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root);
+  // scatter: rank r's recv = block r of root's send (world_size x recv_count).
+  // In-place on the root when recv == send + root * recv_count; send ignored elsewhere.
+  void scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root);
+  // all_to_all: block d of rank s's send (count elements each) lands as block s
+  // of rank d's recv. In-place when send == recv; otherwise disjoint.
+  void all_to_all(const void* send, void* recv, std::size_t count, DataType dtype);
+  // all_to_allv: rank s sends send_counts[d] elements from send + send_displs[d]
+  // to rank d, which stores them at recv + recv_displs[s] (recv_counts[s] must
+  // equal the sender's send_counts[d]; checked on every rank). Send and receive
+  // buffers must be disjoint. Counts and displacements are in elements.
+  void all_to_allv(const void* send, std::span<const std::size_t> send_counts,
+                   std::span<const std::size_t> send_displs, void* recv, std::span<const std::size_t> recv_counts,
+                   std::span<const std::size_t> recv_displs, DataType dtype);
+
+  // Point-to-point. Messages between a pair of ranks are matched in order; a
+  // receive must name the same count and dtype as the matching send. send and
+  // recv block until their message has moved. A zero-count message is still a
+  // message (it matches a zero-count receive).
+  void send(const void* buffer, std::size_t count, DataType dtype, int peer);
+  void recv(void* buffer, std::size_t count, DataType dtype, int peer);
+
+  struct PointToPoint {
+    enum class Kind { send, recv } kind = Kind::send;
+    void* buffer = nullptr;  // read for send, written for recv
+    std::size_t count = 0;
+    DataType dtype = DataType::f32;
+    int peer = 0;
+  };
+  // Progresses all operations together (like batch_isend_irecv or an NCCL
+  // group): a ring where every rank sends and receives at once cannot deadlock.
+  // Operations on the same (peer, direction) complete in the order given.
+  void batch(std::span<const PointToPoint> operations);
+
   void barrier();
 
   // Name of the all_reduce algorithm chosen for a message of this many bytes.

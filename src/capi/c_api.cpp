@@ -2,8 +2,11 @@
 // exception, turns it into a status code and stores the message in a
 // thread-local buffer for tpcomm_last_error(). No exception crosses extern "C".
 #include <cmath>
+#include <memory>
 #include <new>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "tpcomm/tpcomm.h"
 #include "tpcomm/tpcomm.hpp"
@@ -131,7 +134,7 @@ tpcomm_status_t tpcomm_comm_create(int rank, int world_size, const char* job_id,
     *out = nullptr;
     require(job_id != nullptr, "tpcomm_comm_create: job_id must not be NULL");
     auto communicator = tpcomm::Communicator::create(rank, world_size, job_id, to_options(options));
-    *out = new tpcomm_comm{std::move(communicator)};
+    *out = std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(communicator)}).release();
   });
 }
 
@@ -140,7 +143,7 @@ tpcomm_status_t tpcomm_comm_create_from_env(const tpcomm_options_t* options, tpc
     require(out != nullptr, "tpcomm_comm_create_from_env: out must not be NULL");
     *out = nullptr;
     auto communicator = tpcomm::Communicator::from_env(to_options(options));
-    *out = new tpcomm_comm{std::move(communicator)};
+    *out = std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(communicator)}).release();
   });
 }
 
@@ -174,6 +177,107 @@ tpcomm_status_t tpcomm_all_reduce(tpcomm_comm_t comm, const void* send, void* re
   return guarded([&] {
     comm_of(comm, "tpcomm_all_reduce")
         .all_reduce(send, recv, count, static_cast<tpcomm::DataType>(dtype), static_cast<tpcomm::ReduceOp>(op));
+  });
+}
+
+namespace {
+tpcomm::DataType dt(tpcomm_dtype_t dtype) { return static_cast<tpcomm::DataType>(dtype); }
+tpcomm::ReduceOp rop(tpcomm_redop_t op) { return static_cast<tpcomm::ReduceOp>(op); }
+
+// A per-rank array of the C API: world_size entries, which must not be NULL.
+std::span<const std::size_t> rank_array(tpcomm::Communicator& c, const size_t* array, const char* what) {
+  if (array == nullptr) {
+    throw tpcomm::Error(tpcomm::ErrorCode::invalid_argument, std::string(what) + " must not be NULL");
+  }
+  return {array, static_cast<std::size_t>(c.world_size())};
+}
+}  // namespace
+
+tpcomm_status_t tpcomm_reduce_scatter(tpcomm_comm_t comm, const void* send, void* recv, size_t recv_count,
+                                      tpcomm_dtype_t dtype, tpcomm_redop_t op) {
+  return guarded([&] { comm_of(comm, "tpcomm_reduce_scatter").reduce_scatter(send, recv, recv_count, dt(dtype), rop(op)); });
+}
+
+tpcomm_status_t tpcomm_reduce_scatterv(tpcomm_comm_t comm, const void* send, void* recv, const size_t* recv_counts,
+                                       tpcomm_dtype_t dtype, tpcomm_redop_t op) {
+  return guarded([&] {
+    auto& c = comm_of(comm, "tpcomm_reduce_scatterv");
+    c.reduce_scatterv(send, recv, rank_array(c, recv_counts, "tpcomm_reduce_scatterv: recv_counts"), dt(dtype), rop(op));
+  });
+}
+
+tpcomm_status_t tpcomm_all_gather(tpcomm_comm_t comm, const void* send, void* recv, size_t send_count,
+                                  tpcomm_dtype_t dtype) {
+  return guarded([&] { comm_of(comm, "tpcomm_all_gather").all_gather(send, recv, send_count, dt(dtype)); });
+}
+
+tpcomm_status_t tpcomm_all_gatherv(tpcomm_comm_t comm, const void* send, void* recv, const size_t* counts,
+                                   tpcomm_dtype_t dtype) {
+  return guarded([&] {
+    auto& c = comm_of(comm, "tpcomm_all_gatherv");
+    c.all_gatherv(send, recv, rank_array(c, counts, "tpcomm_all_gatherv: counts"), dt(dtype));
+  });
+}
+
+tpcomm_status_t tpcomm_broadcast(tpcomm_comm_t comm, const void* send, void* recv, size_t count,
+                                 tpcomm_dtype_t dtype, int root) {
+  return guarded([&] { comm_of(comm, "tpcomm_broadcast").broadcast(send, recv, count, dt(dtype), root); });
+}
+
+tpcomm_status_t tpcomm_reduce(tpcomm_comm_t comm, const void* send, void* recv, size_t count, tpcomm_dtype_t dtype,
+                              tpcomm_redop_t op, int root) {
+  return guarded([&] { comm_of(comm, "tpcomm_reduce").reduce(send, recv, count, dt(dtype), rop(op), root); });
+}
+
+tpcomm_status_t tpcomm_gather(tpcomm_comm_t comm, const void* send, void* recv, size_t send_count,
+                              tpcomm_dtype_t dtype, int root) {
+  return guarded([&] { comm_of(comm, "tpcomm_gather").gather(send, recv, send_count, dt(dtype), root); });
+}
+
+tpcomm_status_t tpcomm_scatter(tpcomm_comm_t comm, const void* send, void* recv, size_t recv_count,
+                               tpcomm_dtype_t dtype, int root) {
+  return guarded([&] { comm_of(comm, "tpcomm_scatter").scatter(send, recv, recv_count, dt(dtype), root); });
+}
+
+tpcomm_status_t tpcomm_all_to_all(tpcomm_comm_t comm, const void* send, void* recv, size_t count_per_rank,
+                                  tpcomm_dtype_t dtype) {
+  return guarded([&] { comm_of(comm, "tpcomm_all_to_all").all_to_all(send, recv, count_per_rank, dt(dtype)); });
+}
+
+tpcomm_status_t tpcomm_all_to_allv(tpcomm_comm_t comm, const void* send, const size_t* send_counts,
+                                   const size_t* send_displs, void* recv, const size_t* recv_counts,
+                                   const size_t* recv_displs, tpcomm_dtype_t dtype) {
+  return guarded([&] {
+    auto& c = comm_of(comm, "tpcomm_all_to_allv");
+    c.all_to_allv(send, rank_array(c, send_counts, "tpcomm_all_to_allv: send_counts"),
+                  rank_array(c, send_displs, "tpcomm_all_to_allv: send_displs"), recv,
+                  rank_array(c, recv_counts, "tpcomm_all_to_allv: recv_counts"),
+                  rank_array(c, recv_displs, "tpcomm_all_to_allv: recv_displs"), dt(dtype));
+  });
+}
+
+tpcomm_status_t tpcomm_send(tpcomm_comm_t comm, const void* buffer, size_t count, tpcomm_dtype_t dtype, int peer) {
+  return guarded([&] { comm_of(comm, "tpcomm_send").send(buffer, count, dt(dtype), peer); });
+}
+
+tpcomm_status_t tpcomm_recv(tpcomm_comm_t comm, void* buffer, size_t count, tpcomm_dtype_t dtype, int peer) {
+  return guarded([&] { comm_of(comm, "tpcomm_recv").recv(buffer, count, dt(dtype), peer); });
+}
+
+tpcomm_status_t tpcomm_p2p_batch(tpcomm_comm_t comm, const tpcomm_p2p_op_t* ops, size_t num_ops) {
+  return guarded([&] {
+    auto& c = comm_of(comm, "tpcomm_p2p_batch");
+    if (num_ops > 0 && ops == nullptr) {
+      throw tpcomm::Error(tpcomm::ErrorCode::invalid_argument, "tpcomm_p2p_batch: ops is NULL with num_ops > 0");
+    }
+    std::vector<tpcomm::Communicator::PointToPoint> operations;
+    operations.reserve(num_ops);
+    for (size_t i = 0; i < num_ops; ++i) {
+      using Kind = tpcomm::Communicator::PointToPoint::Kind;
+      operations.push_back({ops[i].is_send ? Kind::send : Kind::recv, ops[i].buffer, ops[i].count, dt(ops[i].dtype),
+                            ops[i].peer});
+    }
+    c.batch(operations);
   });
 }
 

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cstring>
+#include <span>
+#include <vector>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -15,6 +18,8 @@
 #include <unordered_map>
 
 #include "algorithms/all_reduce.hpp"
+#include "algorithms/collectives.hpp"
+#include "algorithms/point_to_point.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "shm/channel.hpp"
@@ -160,15 +165,319 @@ class Communicator::Impl {
     if (world_size_ == 1) return;
     CallDescriptor call;
     call.kind = CollectiveKind::barrier;
-    run_guarded([&] {
-      const std::uint64_t round = channel_.next_round();
-      channel_.publish(round, call);
-      channel_.wait_all_published(round, call);
-      channel_.release(round);
-    });
+    run_guarded([&] { detail::barrier(channel_, call); });
+  }
+
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op) {
+    const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), recv_count);
+    reduce_scatter_common(CollectiveKind::reduce_scatter, send, recv, counts, dtype, op, recv_count);
+  }
+
+  void reduce_scatterv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype,
+                       ReduceOp op) {
+    reduce_scatter_common(CollectiveKind::reduce_scatterv, send, recv, counts, dtype, op, 0);
+  }
+
+  void all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype) {
+    const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), send_count);
+    all_gather_common(CollectiveKind::all_gather, send, recv, counts, dtype, send_count);
+  }
+
+  void all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype) {
+    all_gather_common(CollectiveKind::all_gatherv, send, recv, counts, dtype, 0);
+  }
+
+  void broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root) {
+    const std::string_view name = "broadcast";
+    check_usable(name);
+    const std::size_t bytes = byte_count(name, count, dtype);
+    check_root(name, root);
+    if (bytes == 0) return;
+    require_buffer(name, recv, "recv");
+    if (rank_ == root) {
+      require_buffer(name, send, "send");
+      require_same_or_disjoint(name, send, bytes, recv, bytes);
+    }
+    run_collective(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root,
+                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .root = root},
+                   &detail::broadcast);
+  }
+
+  void reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root) {
+    const std::string_view name = "reduce";
+    check_usable(name);
+    const std::size_t bytes = byte_count(name, count, dtype);
+    check_op(name, dtype, op);
+    check_root(name, root);
+    if (bytes == 0) return;
+    require_buffer(name, send, "send");
+    if (rank_ == root) {
+      require_buffer(name, recv, "recv");
+      require_same_or_disjoint(name, send, bytes, recv, bytes);
+    }
+    run_collective(
+        CollectiveKind::reduce, count, dtype, op, root,
+        {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .op = op, .root = root},
+        &detail::reduce);
+  }
+
+  void gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root) {
+    const std::string_view name = "gather";
+    check_usable(name);
+    const std::size_t bytes = byte_count(name, send_count, dtype);
+    const std::size_t total = total_bytes(name, bytes);
+    check_root(name, root);
+    if (bytes == 0) return;
+    require_buffer(name, send, "send");
+    if (rank_ == root) {
+      require_buffer(name, recv, "recv");
+      require_placed_or_disjoint(name, send, bytes, recv, total, static_cast<std::size_t>(root) * bytes,
+                                 "send == recv + root * send_count");
+    }
+    run_collective(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root,
+                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = send_count, .dtype = dtype, .root = root},
+                   &detail::gather);
+  }
+
+  void scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root) {
+    const std::string_view name = "scatter";
+    check_usable(name);
+    const std::size_t bytes = byte_count(name, recv_count, dtype);
+    const std::size_t total = total_bytes(name, bytes);
+    check_root(name, root);
+    if (bytes == 0) return;
+    require_buffer(name, recv, "recv");
+    if (rank_ == root) {
+      require_buffer(name, send, "send");
+      require_placed_or_disjoint(name, recv, bytes, send, total, static_cast<std::size_t>(root) * bytes,
+                                 "recv == send + root * recv_count");
+    }
+    run_collective(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root,
+                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = recv_count, .dtype = dtype, .root = root},
+                   &detail::scatter);
+  }
+
+  void all_to_all(const void* send, void* recv, std::size_t count, DataType dtype) {
+    const std::string_view name = "all_to_all";
+    check_usable(name);
+    const std::size_t total = total_bytes(name, byte_count(name, count, dtype));
+    if (total == 0) return;
+    require_buffer(name, send, "send");
+    require_buffer(name, recv, "recv");
+    require_same_or_disjoint(name, send, total, recv, total);
+    run_collective(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1,
+                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype},
+                   &detail::all_to_all);
+  }
+
+  void all_to_allv(const void* send, std::span<const std::size_t> send_counts,
+                   std::span<const std::size_t> send_displs, void* recv, std::span<const std::size_t> recv_counts,
+                   std::span<const std::size_t> recv_displs, DataType dtype) {
+    const std::string_view name = "all_to_allv";
+    check_usable(name);
+    const std::size_t element = dtype_size(dtype);
+    for (auto [array, label] : {std::pair{send_counts, "send_counts"}, std::pair{send_displs, "send_displs"},
+                                std::pair{recv_counts, "recv_counts"}, std::pair{recv_displs, "recv_displs"}}) {
+      require_rank_array(name, array, label);
+    }
+    const std::size_t send_extent = extent(name, send_counts, send_displs, element, "send");
+    const std::size_t recv_extent = extent(name, recv_counts, recv_displs, element, "recv");
+    if (send_extent > 0) require_buffer(name, send, "send");
+    if (recv_extent > 0) require_buffer(name, recv, "recv");
+    if (send_extent > 0 && recv_extent > 0 &&
+        ranges_overlap(as_bytes(send), send_extent, as_bytes(recv), recv_extent)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "send and recv buffers overlap (all_to_allv needs disjoint "
+                                                       "buffers: displacements may differ between them)");
+    }
+    CollectiveArgs args{.send = as_bytes(send), .recv = as_bytes(recv), .dtype = dtype};
+    args.send_counts = send_counts;
+    args.send_displs = send_displs;
+    args.recv_counts = recv_counts;
+    args.recv_displs = recv_displs;
+    // Ranks hold different rows of the count matrix; the descriptor carries
+    // only the dtype, and the counts are cross-checked inside the collective.
+    run_collective(CollectiveKind::all_to_allv, 0, dtype, ReduceOp::sum, -1, args, &detail::all_to_allv);
+  }
+
+  void batch(std::span<const Communicator::PointToPoint> operations) {
+    const std::string_view name = "send/recv";
+    check_usable(name);
+    std::vector<Transfer> transfers;
+    transfers.reserve(operations.size());
+    for (const auto& op : operations) {
+      const std::size_t bytes = byte_count(name, op.count, op.dtype);
+      if (op.peer < 0 || op.peer >= world_size_ || op.peer == rank_) {
+        fail(ErrorCode::invalid_argument, prefix(name) + "peer " + std::to_string(op.peer) +
+                                              " is out of range (0.." + std::to_string(world_size_ - 1) +
+                                              ", not this rank)");
+      }
+      if (bytes > 0) require_buffer(name, op.buffer, op.kind == Communicator::PointToPoint::Kind::send ? "send" : "recv");
+      transfers.push_back({op.kind == Communicator::PointToPoint::Kind::send, static_cast<std::byte*>(op.buffer),
+                           bytes, op.dtype, op.peer});
+    }
+    if (transfers.empty()) return;
+    CallDescriptor call;
+    call.kind = CollectiveKind::send_recv;
+    run_guarded([&] { run_transfers(channel_, transfers, call); });
   }
 
  private:
+  using CollectiveFunction = void (*)(ShmChannel&, const CollectiveArgs&, const CallDescriptor&);
+
+  static std::byte* as_bytes(const void* p) { return static_cast<std::byte*>(const_cast<void*>(p)); }
+
+  std::size_t byte_count(std::string_view name, std::size_t count, DataType dtype) const {
+    const std::size_t element = dtype_size(dtype);  // throws for an unknown dtype
+    if (count > SIZE_MAX / element) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "count " + std::to_string(count) + " x " +
+                                            std::to_string(element) + " bytes overflows size_t");
+    }
+    return count * element;
+  }
+
+  std::size_t total_bytes(std::string_view name, std::size_t block_bytes) const {
+    if (block_bytes > SIZE_MAX / static_cast<std::size_t>(world_size_)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "world_size x block of " + std::to_string(block_bytes) +
+                                            " bytes overflows size_t");
+    }
+    return block_bytes * static_cast<std::size_t>(world_size_);
+  }
+
+  void check_op(std::string_view name, DataType dtype, ReduceOp op) const {
+    (void)redop_name(op);  // throws for an unknown op
+    if (op == ReduceOp::avg && !is_floating(dtype)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "op avg is not defined for integer dtype " +
+                                            std::string(dtype_name(dtype)) + " (use sum and divide)");
+    }
+  }
+
+  void check_root(std::string_view name, int root) const {
+    if (root < 0 || root >= world_size_) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "root " + std::to_string(root) + " is out of range (0.." +
+                                            std::to_string(world_size_ - 1) + ")");
+    }
+  }
+
+  void require_buffer(std::string_view name, const void* p, const char* which) const {
+    if (p == nullptr) fail(ErrorCode::invalid_argument, prefix(name) + which + " buffer is null with a non-zero count");
+  }
+
+  void require_rank_array(std::string_view name, std::span<const std::size_t> array, const char* label) const {
+    if (array.size() != static_cast<std::size_t>(world_size_) || array.data() == nullptr) {
+      fail(ErrorCode::invalid_argument, prefix(name) + label + " must have world_size (" +
+                                            std::to_string(world_size_) + ") entries, got " +
+                                            std::to_string(array.size()));
+    }
+  }
+
+  // Bytes spanned by blocks (counts[i] elements at displs[i]), overflow-checked.
+  std::size_t extent(std::string_view name, std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+                     std::size_t element, const char* which) const {
+    std::size_t end = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      if (counts[i] == 0) continue;
+      if (displs[i] > SIZE_MAX - counts[i] || displs[i] + counts[i] > SIZE_MAX / element) {
+        fail(ErrorCode::invalid_argument, prefix(name) + which + " block " + std::to_string(i) + " overflows size_t");
+      }
+      end = std::max(end, (displs[i] + counts[i]) * element);
+    }
+    return end;
+  }
+
+  // In-place (a == b) or disjoint; anything else is an error.
+  void require_same_or_disjoint(std::string_view name, const void* a, std::size_t a_bytes, const void* b,
+                                std::size_t b_bytes) const {
+    if (a != b && ranges_overlap(as_bytes(a), a_bytes, as_bytes(b), b_bytes)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "send and recv buffers partially overlap (in-place needs "
+                                                       "send == recv; out-of-place needs disjoint buffers)");
+    }
+  }
+
+  // `part` (part_bytes) either sits exactly at whole + offset (in place) or is
+  // disjoint from whole (whole_bytes).
+  void require_placed_or_disjoint(std::string_view name, const void* part, std::size_t part_bytes, const void* whole,
+                                  std::size_t whole_bytes, std::size_t offset, const char* rule) const {
+    if (as_bytes(part) == as_bytes(whole) + offset) return;
+    if (ranges_overlap(as_bytes(part), part_bytes, as_bytes(whole), whole_bytes)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "send and recv buffers overlap but not as the in-place rule (" +
+                                            rule + ") requires");
+    }
+  }
+
+  static std::uint64_t hash_counts(std::span<const std::size_t> counts) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    for (const std::size_t c : counts) hash = (hash ^ c) * 0x100000001b3ull;
+    return hash;
+  }
+
+  void reduce_scatter_common(CollectiveKind kind, const void* send, void* recv, std::span<const std::size_t> counts,
+                             DataType dtype, ReduceOp op, std::size_t equal_count) {
+    const std::string_view name = collective_name(kind);
+    check_usable(name);
+    require_rank_array(name, counts, "recv_counts");
+    const std::size_t element = dtype_size(dtype);
+    check_op(name, dtype, op);
+    std::size_t total = 0, before_me = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      if (r == static_cast<std::size_t>(rank_)) before_me = total;
+      if (counts[r] > SIZE_MAX / element - total) fail(ErrorCode::invalid_argument, prefix(name) + "counts overflow size_t");
+      total += counts[r];
+    }
+    if (total == 0) return;
+    const std::size_t my_bytes = counts[static_cast<std::size_t>(rank_)] * element;
+    require_buffer(name, send, "send");
+    if (my_bytes > 0) require_buffer(name, recv, "recv");
+    if (my_bytes > 0) {
+      require_placed_or_disjoint(name, recv, my_bytes, send, total * element, before_me * element,
+                                 "recv == send + offset of this rank's block");
+    }
+    CollectiveArgs args{.send = as_bytes(send), .recv = as_bytes(recv), .count = equal_count, .dtype = dtype, .op = op};
+    args.counts = counts;
+    const std::uint64_t described = kind == CollectiveKind::reduce_scatter ? equal_count : hash_counts(counts);
+    run_collective(kind, described, dtype, op, -1, args,
+                   kind == CollectiveKind::reduce_scatter ? &detail::reduce_scatter : &detail::reduce_scatterv);
+  }
+
+  void all_gather_common(CollectiveKind kind, const void* send, void* recv, std::span<const std::size_t> counts,
+                         DataType dtype, std::size_t equal_count) {
+    const std::string_view name = collective_name(kind);
+    check_usable(name);
+    require_rank_array(name, counts, "counts");
+    const std::size_t element = dtype_size(dtype);
+    std::size_t total = 0, before_me = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      if (r == static_cast<std::size_t>(rank_)) before_me = total;
+      if (counts[r] > SIZE_MAX / element - total) fail(ErrorCode::invalid_argument, prefix(name) + "counts overflow size_t");
+      total += counts[r];
+    }
+    if (total == 0) return;
+    const std::size_t my_bytes = counts[static_cast<std::size_t>(rank_)] * element;
+    require_buffer(name, recv, "recv");
+    if (my_bytes > 0) {
+      require_buffer(name, send, "send");
+      require_placed_or_disjoint(name, send, my_bytes, recv, total * element, before_me * element,
+                                 "send == recv + offset of this rank's block");
+    }
+    CollectiveArgs args{.send = as_bytes(send), .recv = as_bytes(recv), .count = equal_count, .dtype = dtype};
+    args.counts = counts;
+    const std::uint64_t described = kind == CollectiveKind::all_gather ? equal_count : hash_counts(counts);
+    run_collective(kind, described, dtype, ReduceOp::sum, -1, args,
+                   kind == CollectiveKind::all_gather ? &detail::all_gather : &detail::all_gatherv);
+  }
+
+  // Builds the call descriptor and runs the collective under the failure guard.
+  // A single rank runs the same code: its rounds have no peers to wait for.
+  void run_collective(CollectiveKind kind, std::uint64_t described_count, DataType dtype, ReduceOp op, int root,
+                      const CollectiveArgs& args, CollectiveFunction function) {
+    CallDescriptor call;
+    call.kind = kind;
+    call.dtype = static_cast<std::uint8_t>(dtype);
+    call.op = static_cast<std::uint8_t>(op);
+    call.root = root;
+    call.count = described_count;
+    run_guarded([&] { function(channel_, args, call); });
+  }
+
   static bool is_floating(DataType dtype) {
     return dtype == DataType::f32 || dtype == DataType::f64 || dtype == DataType::f16 || dtype == DataType::bf16;
   }
@@ -300,6 +609,50 @@ void Communicator::all_reduce(const void* send, void* recv, std::size_t count, D
 }
 
 void Communicator::barrier() { checked(impl_).barrier(); }
+
+void Communicator::reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op) {
+  checked(impl_).reduce_scatter(send, recv, recv_count, dtype, op);
+}
+void Communicator::reduce_scatterv(const void* send, void* recv, std::span<const std::size_t> recv_counts,
+                                   DataType dtype, ReduceOp op) {
+  checked(impl_).reduce_scatterv(send, recv, recv_counts, dtype, op);
+}
+void Communicator::all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype) {
+  checked(impl_).all_gather(send, recv, send_count, dtype);
+}
+void Communicator::all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype) {
+  checked(impl_).all_gatherv(send, recv, counts, dtype);
+}
+void Communicator::broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root) {
+  checked(impl_).broadcast(send, recv, count, dtype, root);
+}
+void Communicator::reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root) {
+  checked(impl_).reduce(send, recv, count, dtype, op, root);
+}
+void Communicator::gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root) {
+  checked(impl_).gather(send, recv, send_count, dtype, root);
+}
+void Communicator::scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root) {
+  checked(impl_).scatter(send, recv, recv_count, dtype, root);
+}
+void Communicator::all_to_all(const void* send, void* recv, std::size_t count, DataType dtype) {
+  checked(impl_).all_to_all(send, recv, count, dtype);
+}
+void Communicator::all_to_allv(const void* send, std::span<const std::size_t> send_counts,
+                               std::span<const std::size_t> send_displs, void* recv,
+                               std::span<const std::size_t> recv_counts, std::span<const std::size_t> recv_displs,
+                               DataType dtype) {
+  checked(impl_).all_to_allv(send, send_counts, send_displs, recv, recv_counts, recv_displs, dtype);
+}
+void Communicator::send(const void* buffer, std::size_t count, DataType dtype, int peer) {
+  const PointToPoint op{PointToPoint::Kind::send, const_cast<void*>(buffer), count, dtype, peer};
+  checked(impl_).batch({&op, 1});
+}
+void Communicator::recv(void* buffer, std::size_t count, DataType dtype, int peer) {
+  const PointToPoint op{PointToPoint::Kind::recv, buffer, count, dtype, peer};
+  checked(impl_).batch({&op, 1});
+}
+void Communicator::batch(std::span<const PointToPoint> operations) { checked(impl_).batch(operations); }
 
 std::string_view Communicator::all_reduce_algorithm(std::size_t bytes) const {
   return checked(impl_).all_reduce_algorithm(bytes).name;

@@ -27,6 +27,17 @@ std::string_view collective_name(CollectiveKind kind) {
   switch (kind) {
     case CollectiveKind::barrier: return "barrier";
     case CollectiveKind::all_reduce: return "all_reduce";
+    case CollectiveKind::reduce_scatter: return "reduce_scatter";
+    case CollectiveKind::reduce_scatterv: return "reduce_scatterv";
+    case CollectiveKind::all_gather: return "all_gather";
+    case CollectiveKind::all_gatherv: return "all_gatherv";
+    case CollectiveKind::broadcast: return "broadcast";
+    case CollectiveKind::reduce: return "reduce";
+    case CollectiveKind::gather: return "gather";
+    case CollectiveKind::scatter: return "scatter";
+    case CollectiveKind::all_to_all: return "all_to_all";
+    case CollectiveKind::all_to_allv: return "all_to_allv";
+    case CollectiveKind::send_recv: return "send/recv";
   }
   return "unknown collective";
 }
@@ -62,7 +73,9 @@ const char* algorithm_label(std::uint8_t id) {
 std::string CallDescriptor::describe() const {
   std::string text(collective_name(kind));
   if (kind == CollectiveKind::barrier) return text + "()";
-  text += "(count=" + std::to_string(count);
+  const bool vector_counts = kind == CollectiveKind::all_gatherv || kind == CollectiveKind::reduce_scatterv ||
+                             kind == CollectiveKind::all_to_allv;
+  text += vector_counts ? "(counts hash=" + std::to_string(count) : "(count=" + std::to_string(count);
   if (dtype < 8) text += ", dtype=" + std::string(dtype_name(static_cast<DataType>(dtype)));
   if (op < 5) text += ", op=" + std::string(redop_name(static_cast<ReduceOp>(op)));
   if (root >= 0) text += ", root=" + std::to_string(root);
@@ -78,7 +91,62 @@ ShmChannel::ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, i
       slot_stride_(layout.slot_stride),
       chunk_bytes_(static_cast<std::size_t>(header_->chunk_bytes)),
       rank_(rank),
-      world_size_(world_size) {}
+      world_size_(world_size),
+      pair_send_(reinterpret_cast<PairSendLine*>(base + layout.pair_send_offset)),
+      pair_ack_(reinterpret_cast<PairAckLine*>(base + layout.pair_ack_offset)),
+      pair_slots_(base + layout.pair_slots_offset),
+      pair_bytes_(layout.pair_bytes) {}
+
+Backoff::Backoff(const WaitPolicy& policy) : policy_(policy) {}
+
+void Backoff::restart() {
+  spins_ = 0;
+  timed_ = false;
+  nap_ = std::chrono::microseconds(20);
+}
+
+bool Backoff::pause() {
+  if (spins_ < policy_.spin_count) {
+    ++spins_;
+    TPCOMM_CPU_RELAX();
+    return false;
+  }
+  const auto now = clock::now();
+  if (!timed_) {
+    timed_ = true;
+    start_ = now;
+    deadline_ = now + std::chrono::duration_cast<clock::duration>(policy_.timeout);
+    next_check_ = now;
+  }
+  if (now - start_ < std::chrono::milliseconds(5)) {
+    sched_yield();
+  } else {
+    std::this_thread::sleep_for(nap_);
+    nap_ = std::min(nap_ * 2, std::chrono::microseconds(1000));
+  }
+  if (now >= next_check_) {
+    next_check_ = now + std::chrono::milliseconds(50);
+    return true;
+  }
+  return false;
+}
+
+bool Backoff::expired() const { return timed_ && clock::now() >= deadline_; }
+
+void ShmChannel::check_peer(int peer, const Backoff& backoff, const CallDescriptor& call, const std::string& what) {
+  if (!peer_alive(peer)) {
+    fail_and_abort(ErrorCode::peer_dead, "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " +
+                                             std::to_string(peer) + " (pid " +
+                                             std::to_string(header_->ranks[peer].pid.load()) +
+                                             ") died while this rank waited for it to " + what);
+  }
+  if (backoff.expired()) {
+    fail_and_abort(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": " + call.describe() + ": timed out after " +
+                                           std::to_string(policy_.timeout.count()) + " s waiting for rank " +
+                                           std::to_string(peer) + " to " + what + " (rank " + std::to_string(peer) +
+                                           " is late or stopped calling)");
+  }
+}
 
 void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexcept {
   std::uint32_t expected = 0;
@@ -134,47 +202,15 @@ template <class Reached>
 void ShmChannel::wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what,
                           std::uint64_t round) {
   if (reached()) return;
-  // Phase 1: spin with a pause (cheapest wake-up: the data is one cache-line
-  // transfer away). Phase 2: yield, so an oversubscribed machine makes progress.
-  // Phase 3: sleep with growing naps, so an idle wait costs no CPU.
-  // Throughout: the abort flag; every ~50 ms in phases 2-3: deadline and liveness.
-  for (int i = 0; i < policy_.spin_count; ++i) {
-    TPCOMM_CPU_RELAX();
+  Backoff backoff(policy_);
+  for (std::uint32_t i = 1;; ++i) {
+    const bool checks_due = backoff.pause();
     if (reached()) return;
-    if ((i & 255) == 255) throw_if_aborted(call);
-  }
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  const auto deadline = start + std::chrono::duration_cast<clock::duration>(policy_.timeout);
-  auto next_check = start;
-  auto nap = std::chrono::microseconds(20);
-  for (;;) {
-    if (reached()) return;
-    throw_if_aborted(call);
-    const auto now = clock::now();
-    if (now >= next_check) {
-      next_check = now + std::chrono::milliseconds(50);
+    // The abort flag is one shared, rarely written line: cheap to poll.
+    if ((i & 63) == 0 || checks_due) throw_if_aborted(call);
+    if (checks_due) {
       if (reached()) return;
-      if (!peer_alive(peer)) {
-        fail_and_abort(ErrorCode::peer_dead,
-                       "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " + std::to_string(peer) +
-                           " (pid " + std::to_string(header_->ranks[peer].pid.load()) +
-                           ") died while this rank waited for it to " + what + " round " + std::to_string(round));
-      }
-      if (now >= deadline) {
-        fail_and_abort(ErrorCode::timeout,
-                       "rank " + std::to_string(rank_) + ": " + call.describe() + ": timed out after " +
-                           std::to_string(policy_.timeout.count()) + " s waiting for rank " + std::to_string(peer) +
-                           " to " + what + " round " + std::to_string(round) + " (rank " + std::to_string(peer) +
-                           " is late or stopped calling)");
-      }
-    }
-    const auto waited = now - start;
-    if (waited < std::chrono::milliseconds(5)) {
-      sched_yield();
-    } else {
-      std::this_thread::sleep_for(nap);
-      nap = std::min(nap * 2, std::chrono::microseconds(1000));
+      check_peer(peer, backoff, call, std::string(what) + " round " + std::to_string(round));
     }
   }
 }

@@ -15,13 +15,28 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "shm/layout.hpp"
 #include "tpcomm/tpcomm.hpp"
 
 namespace tpcomm::detail {
 
-enum class CollectiveKind : std::uint8_t { barrier = 1, all_reduce = 2 };
+enum class CollectiveKind : std::uint8_t {
+  barrier = 1,
+  all_reduce = 2,
+  reduce_scatter = 3,
+  reduce_scatterv = 4,
+  all_gather = 5,
+  all_gatherv = 6,
+  broadcast = 7,
+  reduce = 8,
+  gather = 9,
+  scatter = 10,
+  all_to_all = 11,
+  all_to_allv = 12,
+  send_recv = 13,
+};
 
 std::string_view collective_name(CollectiveKind kind);
 
@@ -45,6 +60,28 @@ struct CallDescriptor {
 struct WaitPolicy {
   std::chrono::duration<double> timeout{300.0};
   int spin_count = 4096;  // pause iterations before yielding
+};
+
+// One waiter's back-off schedule: spin with a pause, then yield (so an
+// oversubscribed machine makes progress), then nap with growing sleeps (so an
+// idle wait costs no CPU). pause() returns true when the periodic checks
+// (deadline, liveness) are due: every ~50 ms once spinning is over.
+class Backoff {
+ public:
+  explicit Backoff(const WaitPolicy& policy);
+  bool pause();
+  bool expired() const;
+  void restart();  // progress was made: back to spinning, deadline renewed
+
+ private:
+  using clock = std::chrono::steady_clock;
+  const WaitPolicy& policy_;
+  int spins_ = 0;
+  bool timed_ = false;
+  clock::time_point start_{};
+  clock::time_point deadline_{};
+  clock::time_point next_check_{};
+  std::chrono::microseconds nap_{20};
 };
 
 class ShmChannel {
@@ -76,6 +113,22 @@ class ShmChannel {
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
 
+  // ---- point-to-point, per directed pair ------------------------------------
+  std::size_t pair_bytes() const { return pair_bytes_; }
+  PairSendLine& pair_send(int from, int to) const { return pair_send_[pair_index(from, to)]; }
+  PairAckLine& pair_ack(int from, int to) const { return pair_ack_[pair_index(from, to)]; }
+  std::byte* pair_slot(int from, int to, std::uint64_t chunk) const {
+    return pair_slots_ + (pair_index(from, to) * 2 + (chunk & 1)) * pair_bytes_;
+  }
+  // Chunks this rank has sent to / received from each peer (its own counts).
+  std::uint64_t& sent_to(int peer) { return sent_to_[static_cast<std::size_t>(peer)]; }
+  std::uint64_t& received_from(int peer) { return received_from_[static_cast<std::size_t>(peer)]; }
+
+  // Fails (and records the failure for every rank) if `peer` has died or the
+  // wait that `backoff` tracks has run out of time.
+  void check_peer(int peer, const Backoff& backoff, const CallDescriptor& call, const std::string& what);
+  [[noreturn]] void fail_and_abort(ErrorCode code, const std::string& message);
+
   // Records the first failure in the shared abort state so every rank fails
   // with it (first writer wins). Never throws.
   void record_abort(ErrorCode code, const std::string& message) noexcept;
@@ -85,8 +138,10 @@ class ShmChannel {
  private:
   template <class Reached>
   void wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what, std::uint64_t round);
-  [[noreturn]] void fail_and_abort(ErrorCode code, const std::string& message);
   bool peer_alive(int peer) const;
+  std::size_t pair_index(int from, int to) const {
+    return static_cast<std::size_t>(from) * static_cast<std::size_t>(world_size_) + static_cast<std::size_t>(to);
+  }
 
   SegmentHeader* header_ = nullptr;
   ReadyLine* ready_ = nullptr;
@@ -99,6 +154,12 @@ class ShmChannel {
   std::uint64_t last_round_ = 0;
   std::uint64_t consumed_floor_ = 0;  // a known lower bound of every rank's consumed
   WaitPolicy policy_;
+  PairSendLine* pair_send_ = nullptr;
+  PairAckLine* pair_ack_ = nullptr;
+  std::byte* pair_slots_ = nullptr;
+  std::size_t pair_bytes_ = 0;
+  std::uint64_t sent_to_[kMaxWorldSize] = {};
+  std::uint64_t received_from_[kMaxWorldSize] = {};
 };
 
 }  // namespace tpcomm::detail

@@ -6,6 +6,9 @@
 //   ConsumedLine[world]      one cache line per rank: highest round it finished reading
 //   slots[world][2]          staging: each rank owns two slots of chunk_bytes,
 //                            used by round parity (round % 2)
+//   PairSendLine[world^2]    point-to-point, per directed pair (s -> d): chunks sent,
+//   PairAckLine[world^2]     chunks the receiver has copied out,
+//   pair_slots[world^2][2]   and two slots of pair_bytes (unused on the diagonal)
 //
 // Invariants (the protocol, see shm/channel.hpp):
 //   - counters are monotonic round numbers, never reset; round numbers run on
@@ -68,7 +71,22 @@ struct alignas(kCacheLine) ConsumedLine {
   std::atomic<std::uint64_t> round;
 };
 
+// Written by the sender of a directed pair: chunks published so far, and per
+// slot parity the total byte length of the message the chunk belongs to (so
+// the receiver can check it expects the same length) and the dtype.
+struct alignas(kCacheLine) PairSendLine {
+  std::atomic<std::uint64_t> sent;
+  std::atomic<std::uint64_t> message_bytes[2];
+  std::atomic<std::uint64_t> message_dtype[2];
+};
+
+// Written by the receiver of a directed pair: chunks it has finished copying.
+struct alignas(kCacheLine) PairAckLine {
+  std::atomic<std::uint64_t> acked;
+};
+
 static_assert(sizeof(ReadyLine) == kCacheLine);
+static_assert(sizeof(PairSendLine) == kCacheLine);
 static_assert(sizeof(ConsumedLine) == kCacheLine);
 
 struct SegmentLayout {
@@ -76,6 +94,10 @@ struct SegmentLayout {
   std::size_t consumed_offset = 0;
   std::size_t slots_offset = 0;
   std::size_t slot_stride = 0;  // bytes between consecutive slots (chunk rounded up to a page)
+  std::size_t pair_send_offset = 0;
+  std::size_t pair_ack_offset = 0;
+  std::size_t pair_slots_offset = 0;
+  std::size_t pair_bytes = 0;  // one point-to-point slot (two per directed pair)
   std::size_t total_bytes = 0;
 
   static constexpr std::size_t round_up(std::size_t value, std::size_t alignment) {
@@ -89,7 +111,16 @@ struct SegmentLayout {
     layout.consumed_offset = layout.ready_offset + n * sizeof(ReadyLine);
     layout.slots_offset = round_up(layout.consumed_offset + n * sizeof(ConsumedLine), kPage);
     layout.slot_stride = round_up(chunk_bytes, kPage);
-    layout.total_bytes = layout.slots_offset + 2 * n * layout.slot_stride;
+    layout.pair_send_offset = layout.slots_offset + 2 * n * layout.slot_stride;
+    layout.pair_ack_offset = layout.pair_send_offset + n * n * sizeof(PairSendLine);
+    layout.pair_slots_offset = round_up(layout.pair_ack_offset + n * n * sizeof(PairAckLine), kPage);
+    // Point-to-point slots share a budget of 32 MiB over all directed pairs,
+    // at least a page and at most one chunk each.
+    const std::size_t pairs = n > 1 ? n * (n - 1) : 1;
+    const std::size_t budget = (std::size_t{32} << 20) / (2 * pairs);
+    layout.pair_bytes = budget < kPage ? kPage : (budget / kPage * kPage);
+    if (layout.pair_bytes > layout.slot_stride) layout.pair_bytes = layout.slot_stride;
+    layout.total_bytes = layout.pair_slots_offset + (n > 1 ? 2 * n * n * layout.pair_bytes : 0);
     return layout;
   }
 };

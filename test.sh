@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds tpcomm and runs every test: the C++ suites through ctest, then the
+# Python/PyTorch suites through pytest. Exits non-zero on any failure and ends
+# with each runner's summary line.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+BUILD_DIR=${BUILD_DIR:-build}
+PYTHON=/usr/bin/python3   # Debian's python, where python3-torch lives
+LOG_DIR=$BUILD_DIR/test-logs
+
+scripts/install-deps.sh build test || exit 1
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release > /dev/null || exit 1
+cmake --build "$BUILD_DIR" -j"$(nproc)" || exit 1
+mkdir -p "$LOG_DIR"
+
+status=0
+summaries=()
+
+echo "== ctest"
+(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900) 2>&1 | tee "$LOG_DIR/ctest.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+summaries+=("ctest: $(grep -E 'tests passed|tests failed' "$LOG_DIR/ctest.log" | tail -1)")
+
+if [ -d tests/python ]; then
+  echo "== pytest"
+  TPCOMM_BUILD_DIR=$PWD/$BUILD_DIR PYTHONPATH=$PWD/$BUILD_DIR/python \
+    "$PYTHON" -m pytest -q tests/python 2>&1 | tee "$LOG_DIR/pytest.log"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=1
+  summaries+=("pytest: $(grep -E '(passed|failed|error)' "$LOG_DIR/pytest.log" | tail -1)")
+fi
+
+echo
+echo "== summary"
+for line in "${summaries[@]}"; do echo "$line"; done
+if [ $status -eq 0 ]; then echo "test.sh: all suites passed"; else echo "test.sh: FAILURES (see above)"; fi
+exit $status

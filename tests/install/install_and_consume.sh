@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# usage: install_and_consume.sh BUILD_DIR CONSUMER_SOURCE SCRATCH
+set -euo pipefail
+build=$1 source=$2 scratch=$3
+rm -rf "$scratch"
+prefix=$scratch/prefix
+cmake --install "$build" --prefix "$prefix" > "$scratch.install.log" 2>&1 || { cat "$scratch.install.log"; exit 1; }
+for f in bin/tpcomm-run bin/tpcomm-perf include/tpcomm/tpcomm.h include/tpcomm/tpcomm.hpp \
+         lib/cmake/tpcomm/tpcommConfig.cmake lib/pkgconfig/tpcomm.pc; do
+  [ -e "$prefix/$f" ] || { echo "missing in the installed tree: $f"; exit 1; }
+done
+soname=$(objdump -p "$prefix"/lib/libtpcomm.so | awk '/SONAME/ {print $2}')
+[ "$soname" = "libtpcomm.so.0" ] || { echo "unexpected SONAME '$soname'"; exit 1; }
+
+# 1. CMake consumer through find_package(tpcomm CONFIG).
+cmake -S "$source" -B "$scratch/consumer" -DCMAKE_PREFIX_PATH="$prefix" > /dev/null
+cmake --build "$scratch/consumer" > /dev/null
+"$prefix/bin/tpcomm-run" -n 2 "$scratch/consumer/consumer"
+
+# 2. Plain compiler through pkg-config (C API from C).
+PKG_CONFIG_PATH=$prefix/lib/pkgconfig cc -o "$scratch/consumer_c" "$source/consumer.c" \
+  $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs tpcomm) -Wl,-rpath,"$prefix/lib"
+"$prefix/bin/tpcomm-run" -n 3 "$scratch/consumer_c"
+echo "installed tree is usable"
