@@ -38,6 +38,9 @@ extern "C" {
 #define TPCOMM_VERSION_MINOR 1
 #define TPCOMM_VERSION_PATCH 0
 
+/* The color that leaves a rank out of every group made by tpcomm_comm_split. */
+#define TPCOMM_COLOR_UNDEFINED (-1)
+
 /* Largest supported world size on one machine. */
 #define TPCOMM_MAX_WORLD_SIZE 64
 
@@ -137,6 +140,20 @@ TPCOMM_API tpcomm_status_t tpcomm_comm_destroy(tpcomm_comm_t comm);
 
 TPCOMM_API tpcomm_status_t tpcomm_comm_rank(tpcomm_comm_t comm, int* rank);
 TPCOMM_API tpcomm_status_t tpcomm_comm_world_size(tpcomm_comm_t comm, int* world_size);
+/*
+ * Split (MPI_Comm_split semantics), collective over comm: ranks with the same
+ * color >= 0 form a new communicator ordered by key, then by rank in comm.
+ * TPCOMM_COLOR_UNDEFINED sets *out to NULL. The result is independent of comm
+ * (destroy it with tpcomm_comm_destroy) and may be split again.
+ */
+TPCOMM_API tpcomm_status_t tpcomm_comm_split(tpcomm_comm_t comm, int color, int key, tpcomm_comm_t* out);
+/*
+ * Collective over comm: every rank passes the same list of num_ranks distinct
+ * ranks; listed ranks get a communicator (ranks in list order), others NULL.
+ */
+TPCOMM_API tpcomm_status_t tpcomm_comm_new_group(tpcomm_comm_t comm, const int* ranks, size_t num_ranks,
+                                                 tpcomm_comm_t* out);
+
 /* Change the timeout of every later wait on this communicator. */
 TPCOMM_API tpcomm_status_t tpcomm_comm_set_timeout(tpcomm_comm_t comm, double seconds);
 

@@ -25,6 +25,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -95,6 +97,9 @@ constexpr DataType dtype_of() {
   else if constexpr (std::is_same_v<T, std::int64_t>) return DataType::i64;
   else static_assert(sizeof(T) == 0, "no tpcomm DataType for this element type");
 }
+
+// The color that leaves a rank out of every group created by split().
+inline constexpr int kUndefinedColor = TPCOMM_COLOR_UNDEFINED;
 
 struct CommOptions {
   // Bound on every wait. Zero: TPCOMM_TIMEOUT from the environment, else 300 s.
@@ -198,6 +203,19 @@ class Communicator {
   void batch(std::span<const PointToPoint> operations);
 
   void barrier();
+
+  // Sub-communicators (MPI_Comm_split semantics). Collective over this
+  // communicator: every rank calls it, in the same order as its other calls.
+  // Ranks passing the same color (>= 0) form a new communicator, ordered by key,
+  // then by rank in this communicator. kUndefinedColor returns no communicator.
+  // The result has its own segment and counters: it runs at the same time as
+  // its siblings and independently of this one, inherits its timeout and
+  // chunk size, and may be split again. Destroying it leaves this one working.
+  std::optional<Communicator> split(int color, int key = 0);
+  // Collective over this communicator: every rank passes the same list of
+  // distinct ranks (checked); listed ranks get a communicator in list order,
+  // the others std::nullopt.
+  std::optional<Communicator> new_group(std::span<const int> ranks);
 
   // Name of the all_reduce algorithm chosen for a message of this many bytes.
   std::string_view all_reduce_algorithm(std::size_t bytes) const;

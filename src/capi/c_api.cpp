@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -162,6 +163,29 @@ tpcomm_status_t tpcomm_comm_world_size(tpcomm_comm_t comm, int* world_size) {
   return guarded([&] {
     require(world_size != nullptr, "tpcomm_comm_world_size: world_size must not be NULL");
     *world_size = comm_of(comm, "tpcomm_comm_world_size").world_size();
+  });
+}
+
+namespace {
+void store_optional(std::optional<tpcomm::Communicator> result, tpcomm_comm_t* out) {
+  *out = result ? std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(*result)}).release() : nullptr;
+}
+}  // namespace
+
+tpcomm_status_t tpcomm_comm_split(tpcomm_comm_t comm, int color, int key, tpcomm_comm_t* out) {
+  return guarded([&] {
+    require(out != nullptr, "tpcomm_comm_split: out must not be NULL");
+    *out = nullptr;
+    store_optional(comm_of(comm, "tpcomm_comm_split").split(color, key), out);
+  });
+}
+
+tpcomm_status_t tpcomm_comm_new_group(tpcomm_comm_t comm, const int* ranks, size_t num_ranks, tpcomm_comm_t* out) {
+  return guarded([&] {
+    require(out != nullptr, "tpcomm_comm_new_group: out must not be NULL");
+    *out = nullptr;
+    require(ranks != nullptr || num_ranks == 0, "tpcomm_comm_new_group: ranks is NULL with num_ranks > 0");
+    store_optional(comm_of(comm, "tpcomm_comm_new_group").new_group({ranks, num_ranks}), out);
   });
 }
 

@@ -81,7 +81,7 @@ bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b,
 class Communicator::Impl {
  public:
   Impl(int rank, int world_size, std::string_view job_id, const CommOptions& options)
-      : config_(Config::from_environment()), rank_(rank), world_size_(world_size) {
+      : config_(Config::from_environment()), rank_(rank), world_size_(world_size), job_id_(job_id) {
     if (world_size < 1 || world_size > kMaxWorldSize) {
       fail(ErrorCode::invalid_argument, "world size " + std::to_string(world_size) + " is out of range (1.." +
                                             std::to_string(kMaxWorldSize) + ")");
@@ -101,6 +101,9 @@ class Communicator::Impl {
     chunk_bytes_ = chunk / 64 * 64;  // whole cache lines, so every dtype fits evenly
     (void)select_all_reduce_algorithm(config_.algorithm, 0, world_size, 0);  // reject a bad TPCOMM_ALGO now
     fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
+    options_ = options;
+    options_.timeout = std::chrono::duration<double>(timeout);
+    options_.chunk_bytes = chunk_bytes_;
     rendezvous(job_id, timeout);
     channel_.policy().timeout = std::chrono::duration<double>(timeout);
     channel_.policy().spin_count =
@@ -297,6 +300,60 @@ class Communicator::Impl {
     // Ranks hold different rows of the count matrix; the descriptor carries
     // only the dtype, and the counts are cross-checked inside the collective.
     run_collective(CollectiveKind::all_to_allv, 0, dtype, ReduceOp::sum, -1, args, &detail::all_to_allv);
+  }
+
+  std::optional<Communicator> split(int color, int key) {
+    const std::string_view name = "split";
+    check_usable(name);
+    if (color < 0 && color != kUndefinedColor) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "color " + std::to_string(color) +
+                                            " is negative (use a color >= 0, or kUndefinedColor to opt out)");
+    }
+    // Everyone learns everyone's (color, key) with one all_gather.
+    const std::int64_t mine[2] = {color, key};
+    std::vector<std::int64_t> all(2 * static_cast<std::size_t>(world_size_));
+    all_gather(mine, all.data(), 2, DataType::i64);
+    const std::uint64_t split_index = split_count_++;  // same on every rank: splits are collective
+    if (color == kUndefinedColor) return std::nullopt;
+    std::vector<std::pair<std::int64_t, int>> members;  // (key, parent rank) of my color
+    for (int r = 0; r < world_size_; ++r) {
+      if (all[2 * static_cast<std::size_t>(r)] == color) members.emplace_back(all[2 * static_cast<std::size_t>(r) + 1], r);
+    }
+    std::sort(members.begin(), members.end());
+    int new_rank = 0;
+    while (members[static_cast<std::size_t>(new_rank)].second != rank_) ++new_rank;
+    // The child's job id extends the parent's, so groups of different parents,
+    // splits or colors never share a segment name.
+    const std::string child_job = job_id_ + ".s" + std::to_string(split_index) + ".c" + std::to_string(color);
+    return Communicator::create(new_rank, static_cast<int>(members.size()), child_job, options_);
+  }
+
+  std::optional<Communicator> new_group(std::span<const int> ranks) {
+    const std::string_view name = "new_group";
+    check_usable(name);
+    std::vector<bool> seen(static_cast<std::size_t>(world_size_), false);
+    int my_index = -1;
+    for (std::size_t i = 0; i < ranks.size(); ++i) {
+      const int r = ranks[i];
+      if (r < 0 || r >= world_size_ || seen[static_cast<std::size_t>(r)]) {
+        fail(ErrorCode::invalid_argument, prefix(name) + "rank list entry " + std::to_string(r) +
+                                              " is out of range (0.." + std::to_string(world_size_ - 1) +
+                                              ") or repeated");
+      }
+      seen[static_cast<std::size_t>(r)] = true;
+      if (r == rank_) my_index = static_cast<int>(i);
+    }
+    // Every rank must pass the same list: compare a hash of it across ranks.
+    std::vector<std::size_t> as_sizes(ranks.begin(), ranks.end());
+    const std::int64_t hash = static_cast<std::int64_t>(hash_counts(as_sizes) >> 1);
+    std::int64_t low = hash, high = hash;
+    all_reduce(&low, &low, 1, DataType::i64, ReduceOp::min);
+    all_reduce(&high, &high, 1, DataType::i64, ReduceOp::max);
+    if (low != high) {
+      fail(ErrorCode::mismatch, prefix(name) + "ranks passed different rank lists (this rank passed " +
+                                    std::to_string(ranks.size()) + " ranks)");
+    }
+    return split(my_index >= 0 ? 0 : kUndefinedColor, my_index);
   }
 
   void batch(std::span<const Communicator::PointToPoint> operations) {
@@ -575,6 +632,9 @@ class Communicator::Impl {
   Config config_;
   int rank_;
   int world_size_;
+  std::string job_id_;
+  CommOptions options_;
+  std::uint64_t split_count_ = 0;
   std::size_t chunk_bytes_ = 0;
   std::uint64_t fork_generation_ = 0;
   ShmSegment segment_;
@@ -653,6 +713,10 @@ void Communicator::recv(void* buffer, std::size_t count, DataType dtype, int pee
   checked(impl_).batch({&op, 1});
 }
 void Communicator::batch(std::span<const PointToPoint> operations) { checked(impl_).batch(operations); }
+std::optional<Communicator> Communicator::split(int color, int key) { return checked(impl_).split(color, key); }
+std::optional<Communicator> Communicator::new_group(std::span<const int> ranks) {
+  return checked(impl_).new_group(ranks);
+}
 
 std::string_view Communicator::all_reduce_algorithm(std::size_t bytes) const {
   return checked(impl_).all_reduce_algorithm(bytes).name;
