@@ -109,6 +109,11 @@ struct CommOptions {
   std::size_t chunk_bytes = 0;
 };
 
+class Communicator;
+namespace detail {
+class CommunicatorImplementation;
+}
+
 class Communicator {
  public:
   // Explicit rendezvous: every rank 0..world_size-1 calls this with the same job_id.
@@ -224,6 +229,7 @@ class Communicator {
 
  private:
   explicit Communicator(std::unique_ptr<Impl> impl);
+  friend class detail::CommunicatorImplementation;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -20,6 +20,7 @@
 #include "algorithms/all_reduce.hpp"
 #include "algorithms/collectives.hpp"
 #include "algorithms/point_to_point.hpp"
+#include "core/communicator_impl.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "shm/channel.hpp"
@@ -78,9 +79,10 @@ bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b,
 
 }  // namespace
 
-class Communicator::Impl {
+// Ranks of one machine through one shared-memory segment.
+class ShmCommunicator final : public Communicator::Impl {
  public:
-  Impl(int rank, int world_size, std::string_view job_id, const CommOptions& options)
+  ShmCommunicator(int rank, int world_size, std::string_view job_id, const CommOptions& options)
       : config_(Config::from_environment()), rank_(rank), world_size_(world_size), job_id_(job_id) {
     if (world_size < 1 || world_size > kMaxWorldSize) {
       fail(ErrorCode::invalid_argument, "world size " + std::to_string(world_size) + " is out of range (1.." +
@@ -110,20 +112,22 @@ class Communicator::Impl {
         config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
   }
 
-  int rank() const { return rank_; }
-  int world_size() const { return world_size_; }
-  std::size_t chunk_bytes() const { return chunk_bytes_; }
-  std::chrono::duration<double> timeout() const { return channel_.policy().timeout; }
-  void set_timeout(std::chrono::duration<double> timeout) {
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+  std::size_t chunk_bytes() const override { return chunk_bytes_; }
+  std::chrono::duration<double> timeout() const override { return channel_.policy().timeout; }
+  void set_timeout(std::chrono::duration<double> timeout) override {
     if (!(timeout.count() > 0)) fail(ErrorCode::invalid_argument, "timeout must be positive");
     channel_.policy().timeout = timeout;
   }
 
-  const AllReduceAlgorithm& all_reduce_algorithm(std::size_t bytes) const {
+  std::string_view all_reduce_algorithm(std::size_t bytes) const override { return select_algorithm(bytes).name; }
+
+  const AllReduceAlgorithm& select_algorithm(std::size_t bytes) const {
     return select_all_reduce_algorithm(config_.algorithm, bytes, world_size_, config_.one_shot_max_bytes);
   }
 
-  void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) {
+  void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) override {
     check_usable("all_reduce");
     const std::size_t element = dtype_size(dtype);  // throws for an unknown dtype
     (void)redop_name(op);                            // throws for an unknown op
@@ -153,7 +157,7 @@ class Communicator::Impl {
       if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
       return;
     }
-    const AllReduceAlgorithm& algorithm = all_reduce_algorithm(bytes);
+    const AllReduceAlgorithm& algorithm = select_algorithm(bytes);
     CallDescriptor call;
     call.kind = CollectiveKind::all_reduce;
     call.dtype = static_cast<std::uint8_t>(dtype);
@@ -163,7 +167,7 @@ class Communicator::Impl {
     run_guarded([&] { algorithm.run(channel_, AllReduceArgs{send_bytes, recv_bytes, count, dtype, op}, call); });
   }
 
-  void barrier() {
+  void barrier() override {
     check_usable("barrier");
     if (world_size_ == 1) return;
     CallDescriptor call;
@@ -171,26 +175,26 @@ class Communicator::Impl {
     run_guarded([&] { detail::barrier(channel_, call); });
   }
 
-  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op) {
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op) override {
     const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), recv_count);
     reduce_scatter_common(CollectiveKind::reduce_scatter, send, recv, counts, dtype, op, recv_count);
   }
 
   void reduce_scatterv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype,
-                       ReduceOp op) {
+                       ReduceOp op) override {
     reduce_scatter_common(CollectiveKind::reduce_scatterv, send, recv, counts, dtype, op, 0);
   }
 
-  void all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype) {
+  void all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype) override {
     const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), send_count);
     all_gather_common(CollectiveKind::all_gather, send, recv, counts, dtype, send_count);
   }
 
-  void all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype) {
+  void all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype) override {
     all_gather_common(CollectiveKind::all_gatherv, send, recv, counts, dtype, 0);
   }
 
-  void broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root) {
+  void broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root) override {
     const std::string_view name = "broadcast";
     check_usable(name);
     const std::size_t bytes = byte_count(name, count, dtype);
@@ -206,7 +210,7 @@ class Communicator::Impl {
                    &detail::broadcast);
   }
 
-  void reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root) {
+  void reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root) override {
     const std::string_view name = "reduce";
     check_usable(name);
     const std::size_t bytes = byte_count(name, count, dtype);
@@ -224,7 +228,7 @@ class Communicator::Impl {
         &detail::reduce);
   }
 
-  void gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root) {
+  void gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root) override {
     const std::string_view name = "gather";
     check_usable(name);
     const std::size_t bytes = byte_count(name, send_count, dtype);
@@ -242,7 +246,7 @@ class Communicator::Impl {
                    &detail::gather);
   }
 
-  void scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root) {
+  void scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root) override {
     const std::string_view name = "scatter";
     check_usable(name);
     const std::size_t bytes = byte_count(name, recv_count, dtype);
@@ -260,7 +264,7 @@ class Communicator::Impl {
                    &detail::scatter);
   }
 
-  void all_to_all(const void* send, void* recv, std::size_t count, DataType dtype) {
+  void all_to_all(const void* send, void* recv, std::size_t count, DataType dtype) override {
     const std::string_view name = "all_to_all";
     check_usable(name);
     const std::size_t total = total_bytes(name, byte_count(name, count, dtype));
@@ -275,7 +279,7 @@ class Communicator::Impl {
 
   void all_to_allv(const void* send, std::span<const std::size_t> send_counts,
                    std::span<const std::size_t> send_displs, void* recv, std::span<const std::size_t> recv_counts,
-                   std::span<const std::size_t> recv_displs, DataType dtype) {
+                   std::span<const std::size_t> recv_displs, DataType dtype) override {
     const std::string_view name = "all_to_allv";
     check_usable(name);
     const std::size_t element = dtype_size(dtype);
@@ -302,7 +306,7 @@ class Communicator::Impl {
     run_collective(CollectiveKind::all_to_allv, 0, dtype, ReduceOp::sum, -1, args, &detail::all_to_allv);
   }
 
-  std::optional<Communicator> split(int color, int key) {
+  std::optional<Communicator> split(int color, int key) override {
     const std::string_view name = "split";
     check_usable(name);
     if (color < 0 && color != kUndefinedColor) {
@@ -328,7 +332,7 @@ class Communicator::Impl {
     return Communicator::create(new_rank, static_cast<int>(members.size()), child_job, options_);
   }
 
-  std::optional<Communicator> new_group(std::span<const int> ranks) {
+  std::optional<Communicator> new_group(std::span<const int> ranks) override {
     const std::string_view name = "new_group";
     check_usable(name);
     std::vector<bool> seen(static_cast<std::size_t>(world_size_), false);
@@ -356,7 +360,7 @@ class Communicator::Impl {
     return split(my_index >= 0 ? 0 : kUndefinedColor, my_index);
   }
 
-  void batch(std::span<const Communicator::PointToPoint> operations) {
+  void batch(std::span<const Communicator::PointToPoint> operations) override {
     const std::string_view name = "send/recv";
     check_usable(name);
     std::vector<Transfer> transfers;
@@ -643,12 +647,13 @@ class Communicator::Impl {
 };
 
 Communicator::Communicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
 Communicator::Communicator(Communicator&&) noexcept = default;
 Communicator& Communicator::operator=(Communicator&&) noexcept = default;
 Communicator::~Communicator() = default;
 
 Communicator Communicator::create(int rank, int world_size, std::string_view job_id, const CommOptions& options) {
-  return Communicator(std::make_unique<Impl>(rank, world_size, job_id, options));
+  return Communicator(std::make_unique<ShmCommunicator>(rank, world_size, job_id, options));
 }
 
 namespace {
@@ -719,7 +724,7 @@ std::optional<Communicator> Communicator::new_group(std::span<const int> ranks) 
 }
 
 std::string_view Communicator::all_reduce_algorithm(std::size_t bytes) const {
-  return checked(impl_).all_reduce_algorithm(bytes).name;
+  return checked(impl_).all_reduce_algorithm(bytes);
 }
 
 }  // namespace tpcomm
