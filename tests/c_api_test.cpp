@@ -74,6 +74,10 @@ TEST(CApi, BadArgumentsGiveAStatusAndAMessage) {
   EXPECT_EQ(tpcomm_comm_rank(comm, &rank), TPCOMM_SUCCESS);
   EXPECT_EQ(tpcomm_comm_destroy(comm), TPCOMM_SUCCESS);
   EXPECT_EQ(tpcomm_comm_destroy(nullptr), TPCOMM_SUCCESS);
+  // Use after destroy and a second destroy are reported, not undefined.
+  EXPECT_EQ(tpcomm_all_reduce(comm, buffer, out, 4, TPCOMM_F32, TPCOMM_SUM), TPCOMM_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("communicator was destroyed"), std::string::npos) << last_error();
+  EXPECT_EQ(tpcomm_comm_destroy(comm), TPCOMM_ERROR_INVALID_ARGUMENT);
 }
 
 TEST(CApi, NamesAndParsing) {

@@ -2,6 +2,8 @@
 // rank, dead peers, mismatched calls, job isolation and /dev/shm hygiene.
 #include <gtest/gtest.h>
 #include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -230,6 +232,36 @@ TEST(Bootstrap, FromEnvironmentOfEachLauncher) {
     EXPECT_NE(std::string(error.what()).find("only 2 of them on this machine"), std::string::npos) << error.what();
   }
   for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT"}) ::unsetenv(name);
+}
+
+TEST(Hygiene, ASegmentLeftByAJobKilledDuringStartUpDoesNotBlockTheSameJobId) {
+  const std::string job = unique_job_id("stale");
+  // Rank 0 of 2 starts alone and is killed while it waits for rank 1.
+  const pid_t lonely = ::fork();
+  ASSERT_GE(lonely, 0);
+  if (lonely == 0) {
+    try {
+      tpcomm::Communicator::create(0, 2, job);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  while (segments_of(job).empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(lonely, SIGKILL);
+  ::waitpid(lonely, nullptr, 0);
+  ASSERT_EQ(segments_of(job).size(), 1u) << "the killed start-up leaves its segment behind";
+  // A new job with the same explicit id starts cleanly and removes the stale one.
+  const auto outcomes = run_ranks(2, [&](int rank) {
+    tpcomm::CommOptions options;
+    options.timeout = std::chrono::seconds(20);
+    auto comm = tpcomm::Communicator::create(rank, 2, job, options);
+    int value = 1, sum = 0;
+    comm.all_reduce(&value, &sum, 1, DataType::i32, ReduceOp::sum);
+    check(sum == 2, "sum after stale segment");
+  });
+  EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << tpcomm::testing::describe(outcomes);
+  EXPECT_TRUE(segments_of(job).empty());
 }
 
 TEST(Fork, UseFromAForkedChildIsRefused) {

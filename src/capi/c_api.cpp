@@ -3,6 +3,7 @@
 // thread-local buffer for tpcomm_last_error(). No exception crosses extern "C".
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <span>
@@ -12,8 +13,15 @@
 #include "tpcomm/tpcomm.h"
 #include "tpcomm/tpcomm.hpp"
 
+// A handle stays allocated after tpcomm_comm_destroy, marked destroyed, so that
+// use after destroy is reported instead of touching freed memory. The
+// tombstones are owned by a process-wide list (a few bytes per destroyed
+// communicator), so leak checkers see them as reachable.
 struct tpcomm_comm {
-  tpcomm::Communicator communicator;
+  static constexpr std::uint64_t kLive = 0x7470636f6d6d4c56ull;       // "tpcommLV"
+  static constexpr std::uint64_t kDestroyed = 0x7470636f6d6d4445ull;  // "tpcommDE"
+  std::uint64_t state = kLive;
+  std::optional<tpcomm::Communicator> communicator;
 };
 
 namespace {
@@ -50,8 +58,22 @@ tpcomm::Communicator& comm_of(tpcomm_comm_t comm, const char* function) {
   if (comm == nullptr) {
     throw tpcomm::Error(tpcomm::ErrorCode::invalid_argument, std::string(function) + ": communicator is NULL");
   }
-  return comm->communicator;
+  if (comm->state != tpcomm_comm::kLive || !comm->communicator) {
+    throw tpcomm::Error(tpcomm::ErrorCode::invalid_argument,
+                        std::string(function) + ": communicator was destroyed (use after tpcomm_comm_destroy)");
+  }
+  return *comm->communicator;
 }
+
+tpcomm_comm_t new_handle(tpcomm::Communicator communicator) {
+  auto handle = std::make_unique<tpcomm_comm>();
+  handle->communicator.emplace(std::move(communicator));
+  return handle.release();
+}
+
+// Destroyed handles, kept so that a stale pointer still reads "destroyed".
+std::mutex g_tombstones_mutex;
+std::vector<std::unique_ptr<tpcomm_comm>> g_tombstones;
 
 tpcomm::CommOptions to_options(const tpcomm_options_t* options) {
   tpcomm::CommOptions result;
@@ -135,7 +157,7 @@ tpcomm_status_t tpcomm_comm_create(int rank, int world_size, const char* job_id,
     *out = nullptr;
     require(job_id != nullptr, "tpcomm_comm_create: job_id must not be NULL");
     auto communicator = tpcomm::Communicator::create(rank, world_size, job_id, to_options(options));
-    *out = std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(communicator)}).release();
+    *out = new_handle(std::move(communicator));
   });
 }
 
@@ -144,12 +166,19 @@ tpcomm_status_t tpcomm_comm_create_from_env(const tpcomm_options_t* options, tpc
     require(out != nullptr, "tpcomm_comm_create_from_env: out must not be NULL");
     *out = nullptr;
     auto communicator = tpcomm::Communicator::from_env(to_options(options));
-    *out = std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(communicator)}).release();
+    *out = new_handle(std::move(communicator));
   });
 }
 
 tpcomm_status_t tpcomm_comm_destroy(tpcomm_comm_t comm) {
-  return guarded([&] { delete comm; });
+  return guarded([&] {
+    if (comm == nullptr) return;
+    comm_of(comm, "tpcomm_comm_destroy");  // rejects a second destroy
+    comm->communicator.reset();
+    comm->state = tpcomm_comm::kDestroyed;
+    std::lock_guard lock(g_tombstones_mutex);
+    g_tombstones.emplace_back(comm);
+  });
 }
 
 tpcomm_status_t tpcomm_comm_rank(tpcomm_comm_t comm, int* rank) {
@@ -168,7 +197,7 @@ tpcomm_status_t tpcomm_comm_world_size(tpcomm_comm_t comm, int* world_size) {
 
 namespace {
 void store_optional(std::optional<tpcomm::Communicator> result, tpcomm_comm_t* out) {
-  *out = result ? std::make_unique<tpcomm_comm>(tpcomm_comm{std::move(*result)}).release() : nullptr;
+  *out = result ? new_handle(std::move(*result)) : nullptr;
 }
 }  // namespace
 
@@ -312,7 +341,7 @@ tpcomm_status_t tpcomm_barrier(tpcomm_comm_t comm) {
 const char* tpcomm_all_reduce_algorithm(tpcomm_comm_t comm, size_t bytes) {
   if (comm == nullptr) return nullptr;
   try {
-    return comm->communicator.all_reduce_algorithm(bytes).data();
+    return comm_of(comm, "tpcomm_all_reduce_algorithm").all_reduce_algorithm(bytes).data();
   } catch (...) {
     return nullptr;
   }

@@ -1,11 +1,17 @@
 // Communicator: owns the shared-memory segment and the channel over it,
 // validates every call's arguments before any rank moves, and keeps a failed
 // communicator failed.
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <algorithm>
 #include <cstring>
 #include <span>
@@ -69,6 +75,50 @@ std::uint64_t next_instance(const std::string& token) {
   static std::unordered_map<std::string, std::uint64_t> counters;
   std::lock_guard lock(mutex);
   return counters[token]++;
+}
+
+bool process_alive(std::int32_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
+
+// A segment whose rendezvous never completed and whose every recorded rank is
+// gone (all ranks of a job killed during start-up) is garbage: it can never be
+// used again, and a job reusing the same explicit job id must not trip on it.
+bool is_stale(const SegmentHeader& header) {
+  if (header.magic.load(std::memory_order_acquire) != kSegmentMagic || header.world_size == 0 ||
+      header.world_size > static_cast<std::uint32_t>(kMaxWorldSize)) {
+    return false;
+  }
+  bool any_recorded = false;
+  for (std::uint32_t r = 0; r < header.world_size; ++r) {
+    const std::int32_t pid = header.ranks[r].pid.load(std::memory_order_relaxed);
+    if (pid == 0) continue;
+    any_recorded = true;
+    if (process_alive(pid)) return false;
+  }
+  return any_recorded;
+}
+
+// Removes stale segments of this user from /dev/shm. Names are unlinked once a
+// rendezvous completes, so only failed start-ups can leave one behind.
+void remove_stale_segments() {
+  const std::string prefix = "tpcomm-" + std::to_string(::getuid()) + "-";
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name.rfind(prefix, 0) != 0) continue;
+    const int fd = ::shm_open(("/" + name).c_str(), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) continue;
+    struct stat info {};
+    if (::fstat(fd, &info) == 0 && static_cast<std::size_t>(info.st_size) >= sizeof(SegmentHeader)) {
+      void* mapping = ::mmap(nullptr, sizeof(SegmentHeader), PROT_READ, MAP_SHARED, fd, 0);
+      if (mapping != MAP_FAILED) {
+        if (is_stale(*static_cast<const SegmentHeader*>(mapping))) ::shm_unlink(("/" + name).c_str());
+        ::munmap(mapping, sizeof(SegmentHeader));
+      }
+    }
+    ::close(fd);
+  }
+  ::closedir(dir);
 }
 
 bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b, std::size_t b_bytes) {
@@ -576,6 +626,7 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::string name = "/tpcomm-" + std::to_string(::getuid()) + "-" + token + "-" +
                              std::to_string(next_instance(token)) + "-n" + std::to_string(world_size_);
     const SegmentLayout layout = SegmentLayout::compute(world_size_, chunk_bytes_);
+    remove_stale_segments();
     ShmSegment::OpenResult result{};
     segment_ = ShmSegment::create_or_open(name, layout.total_bytes, timeout, &result);
     auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
