@@ -16,6 +16,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
+      {"TPCOMM_ISA", "best available", "force the reduction kernel level: scalar or avx2 (read once per process)"},
       {"TPCOMM_RANK, TPCOMM_WORLD_SIZE, TPCOMM_JOB_ID", "-", "set by tpcomm-run; read by from_env"},
       {"RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID", "-",
        "torchrun's variables; read by from_env when TPCOMM_RANK is absent"},
