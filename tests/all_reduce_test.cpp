@@ -187,4 +187,65 @@ TEST(AllReduceStress, ChangingInputsWithRandomDelays) {
   EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << tpcomm::testing::describe(outcomes);
 }
 
+// Zero-copy: inputs in a shared buffer, out-of-place (one-shot from the peers'
+// regions) and in-place (two-shot inside the regions), every dtype and op,
+// offsets inside the buffer, inputs rewritten right after every call and random
+// delays (a missing trailing acknowledgement shows up as wrong results).
+TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
+  for (int world : {2, 3, 5}) {
+    const std::string job = tpcomm::testing::unique_job_id("zc");
+    const auto outcomes = tpcomm::testing::run_ranks(world, [&](int rank) {
+      auto comm = tpcomm::Communicator::create(rank, world, job);
+      constexpr std::size_t kBytes = 1 << 16;
+      tpcomm::SharedBuffer shared = comm.alloc_shared(kBytes);
+      check(shared.size() == kBytes && shared.data() != nullptr, "shared buffer");
+      auto* base = static_cast<unsigned char*>(shared.data());
+      std::mt19937 random(static_cast<unsigned>(rank) + 11u);
+      std::uint64_t seed = 1000;
+      for (DataType dt : kDataTypes) {
+        const std::size_t esz = tpcomm::dtype_size(dt);
+        for (ReduceOp op : kOps) {
+          if (op == ReduceOp::avg && !is_float(dt)) continue;
+          for (bool in_place : {false, true}) {
+            for (std::size_t count : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, (kBytes - 64) / esz}) {
+              ++seed;
+              const std::size_t offset = count * esz + 64 <= kBytes ? 64 : 0;
+              unsigned char* input = base + offset;
+              tpcomm::reference::fill_pattern(dt, input, count, rank, seed);
+              std::vector<unsigned char> out(count * esz);
+              if (random() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(random() % 200));
+              comm.all_reduce(input, in_place ? input : out.data(), count, dt, op);
+              std::vector<unsigned char> got(in_place ? input : out.data(), (in_place ? input : out.data()) + count * esz);
+              std::memset(input, 0x5a, count * esz);  // a producer overwrites its input at once
+              std::vector<std::vector<unsigned char>> inputs(static_cast<std::size_t>(world),
+                                                             std::vector<unsigned char>(count * esz));
+              std::vector<const void*> pointers;
+              for (int r = 0; r < world; ++r) {
+                tpcomm::reference::fill_pattern(dt, inputs[static_cast<std::size_t>(r)].data(), count, r, seed);
+                pointers.push_back(inputs[static_cast<std::size_t>(r)].data());
+              }
+              std::vector<unsigned char> expected(count * esz);
+              tpcomm::reference::reduce(dt, op, pointers, expected.data(), count);
+              const std::size_t wrong = tpcomm::reference::count_mismatches(dt, got.data(), expected.data(), count);
+              check(wrong == 0, "zero-copy " + std::string(tpcomm::dtype_name(dt)) + " " +
+                                    std::string(tpcomm::redop_name(op)) + (in_place ? " in-place" : " out-of-place") +
+                                    " count " + std::to_string(count) + ": " + std::to_string(wrong) + " wrong");
+            }
+          }
+        }
+      }
+      check(std::string(comm.all_reduce_algorithm(4096)) != "", "algorithm name");
+      // Ranks must use the same offset in the shared buffer.
+      float* x = static_cast<float*>(shared.data()) + (rank == 0 ? 0 : 16);
+      try {
+        comm.all_reduce(x, x, 4, DataType::f32, ReduceOp::sum);
+        check(false, "different offsets must be a mismatch");
+      } catch (const tpcomm::Error& error) {
+        check(error.code() == tpcomm::ErrorCode::mismatch, std::string("expected mismatch: ") + error.what());
+      }
+    });
+    EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << "world " << world << ": " << tpcomm::testing::describe(outcomes);
+  }
+}
+
 }  // namespace

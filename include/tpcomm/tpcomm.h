@@ -213,6 +213,16 @@ typedef struct tpcomm_p2p_op {
 /* Progresses all operations together; a ring exchange cannot deadlock. */
 TPCOMM_API tpcomm_status_t tpcomm_p2p_batch(tpcomm_comm_t comm, const tpcomm_p2p_op_t* ops, size_t num_ops);
 
+/*
+ * Zero-copy buffers. Collective: every rank calls it with the same size and
+ * gets its region (page-aligned) of a new shared buffer. tpcomm_all_reduce with
+ * send inside such a region (same offset on every rank) reads the peers' data
+ * in place instead of copying it into staging first. Free with
+ * tpcomm_free_shared (local) before destroying the communicator.
+ */
+TPCOMM_API tpcomm_status_t tpcomm_alloc_shared(tpcomm_comm_t comm, size_t bytes, void** out);
+TPCOMM_API tpcomm_status_t tpcomm_free_shared(tpcomm_comm_t comm, void* buffer);
+
 /* Wait until every rank has entered the barrier. */
 TPCOMM_API tpcomm_status_t tpcomm_barrier(tpcomm_comm_t comm);
 

@@ -110,6 +110,31 @@ struct CommOptions {
 };
 
 class Communicator;
+
+// Memory that lives in a shared-memory segment of a communicator: one region
+// per rank, all of the same size, readable by every rank. An all_reduce whose
+// send buffer lies in such a buffer (at the same offset on every rank) reads
+// the peers' data in place instead of copying it into staging slots first
+// (zero-copy), like NCCL's registered/symmetric buffers. Move-only; releasing it
+// is local. It must not outlive its communicator.
+class SharedBuffer {
+ public:
+  class State;
+  SharedBuffer() = default;
+  explicit SharedBuffer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  SharedBuffer(SharedBuffer&&) noexcept = default;
+  SharedBuffer& operator=(SharedBuffer&&) noexcept = default;
+  ~SharedBuffer() = default;
+
+  // This rank's region (page-aligned), or null for an empty handle.
+  void* data() const;
+  std::size_t size() const;
+  explicit operator bool() const { return data() != nullptr; }
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
 namespace detail {
 class CommunicatorImplementation;
 }
@@ -121,6 +146,10 @@ class Communicator {
                              const CommOptions& options = {});
   // From tpcomm-run's, torchrun's or Open MPI's environment variables.
   static Communicator from_env(const CommOptions& options = {});
+  // Over the ranks of an MPI_Comm, on one machine or several: include
+  // tpcomm/mpi.hpp, which defines it (this header stays free of mpi.h).
+  template <class MpiComm>
+  static Communicator from_mpi(MpiComm comm, const CommOptions& options = {});
 
   Communicator(Communicator&&) noexcept;
   Communicator& operator=(Communicator&&) noexcept;
@@ -221,6 +250,13 @@ class Communicator {
   // distinct ranks (checked); listed ranks get a communicator in list order,
   // the others std::nullopt.
   std::optional<Communicator> new_group(std::span<const int> ranks);
+
+  // Collective: every rank calls it with the same size. Returns this rank's
+  // region of a new shared buffer (see SharedBuffer). all_reduce with send in
+  // the buffer runs zero-copy: out-of-place reads every rank's region directly
+  // (one-shot); in-place (send == recv in the buffer) reduces block by block
+  // inside the regions (two-shot). Every rank must then use the same offset.
+  SharedBuffer alloc_shared(std::size_t bytes);
 
   // Name of the all_reduce algorithm chosen for a message of this many bytes.
   std::string_view all_reduce_algorithm(std::size_t bytes) const;

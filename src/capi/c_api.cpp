@@ -22,6 +22,7 @@ struct tpcomm_comm {
   static constexpr std::uint64_t kDestroyed = 0x7470636f6d6d4445ull;  // "tpcommDE"
   std::uint64_t state = kLive;
   std::optional<tpcomm::Communicator> communicator;
+  std::vector<tpcomm::SharedBuffer> shared;  // from tpcomm_alloc_shared, released before the communicator
 };
 
 namespace {
@@ -174,6 +175,7 @@ tpcomm_status_t tpcomm_comm_destroy(tpcomm_comm_t comm) {
   return guarded([&] {
     if (comm == nullptr) return;
     comm_of(comm, "tpcomm_comm_destroy");  // rejects a second destroy
+    comm->shared.clear();
     comm->communicator.reset();
     comm->state = tpcomm_comm::kDestroyed;
     std::lock_guard lock(g_tombstones_mutex);
@@ -331,6 +333,24 @@ tpcomm_status_t tpcomm_p2p_batch(tpcomm_comm_t comm, const tpcomm_p2p_op_t* ops,
                             ops[i].peer});
     }
     c.batch(operations);
+  });
+}
+
+tpcomm_status_t tpcomm_alloc_shared(tpcomm_comm_t comm, size_t bytes, void** out) {
+  return guarded([&] {
+    require(out != nullptr, "tpcomm_alloc_shared: out must not be NULL");
+    *out = nullptr;
+    tpcomm::SharedBuffer buffer = comm_of(comm, "tpcomm_alloc_shared").alloc_shared(bytes);
+    *out = buffer.data();
+    comm->shared.push_back(std::move(buffer));
+  });
+}
+
+tpcomm_status_t tpcomm_free_shared(tpcomm_comm_t comm, void* buffer) {
+  return guarded([&] {
+    comm_of(comm, "tpcomm_free_shared");
+    const auto erased = std::erase_if(comm->shared, [&](const tpcomm::SharedBuffer& b) { return b.data() == buffer; });
+    require(erased == 1, "tpcomm_free_shared: pointer was not returned by tpcomm_alloc_shared on this communicator");
   });
 }
 

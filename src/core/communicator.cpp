@@ -26,6 +26,7 @@
 #include "algorithms/all_reduce.hpp"
 #include "algorithms/collectives.hpp"
 #include "algorithms/point_to_point.hpp"
+#include "algorithms/zero_copy.hpp"
 #include "core/communicator_impl.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
@@ -129,6 +130,37 @@ bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b,
 
 }  // namespace
 
+// Shared buffers of one communicator, looked up by every all_reduce. Entries
+// are removed when their SharedBuffer goes; the registry outlives both.
+struct SharedRegion {
+  std::uint32_t id = 0;
+  std::byte* regions = nullptr;  // rank 0's region in this process's mapping
+  std::size_t stride = 0;
+  std::size_t bytes = 0;
+};
+using SharedRegistry = std::vector<SharedRegion>;
+
+class ShmSharedState final : public SharedBuffer::State {
+ public:
+  ShmSharedState(ShmSegment segment, std::byte* mine, std::size_t bytes, std::weak_ptr<SharedRegistry> registry,
+                 std::uint32_t id)
+      : segment_(std::move(segment)), mine_(mine), bytes_(bytes), registry_(std::move(registry)), id_(id) {}
+  ~ShmSharedState() override {
+    if (auto registry = registry_.lock()) {
+      std::erase_if(*registry, [&](const SharedRegion& region) { return region.id == id_; });
+    }
+  }
+  std::byte* data() const override { return mine_; }
+  std::size_t size() const override { return bytes_; }
+
+ private:
+  ShmSegment segment_;
+  std::byte* mine_;
+  std::size_t bytes_;
+  std::weak_ptr<SharedRegistry> registry_;
+  std::uint32_t id_;
+};
+
 // Ranks of one machine through one shared-memory segment.
 class ShmCommunicator final : public Communicator::Impl {
  public:
@@ -205,6 +237,23 @@ class ShmCommunicator final : public Communicator::Impl {
     if (world_size_ == 1) {
       // The fold of one contribution is the contribution itself (avg: x / 1 == x).
       if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
+      return;
+    }
+    if (const SharedRegion* region = shared_region_of(send_bytes, bytes)) {
+      const bool in_place = send_bytes == recv_bytes;
+      const std::size_t offset = static_cast<std::size_t>(send_bytes - (region->regions + rank_ * region->stride));
+      CallDescriptor call;
+      call.kind = CollectiveKind::all_reduce;
+      call.dtype = static_cast<std::uint8_t>(dtype);
+      call.op = static_cast<std::uint8_t>(op);
+      call.algorithm = in_place ? 4 : 3;
+      call.count = count;
+      call.location = (std::uint64_t{region->id} << 48) | offset;
+      const ZeroCopyArgs args{region->regions, region->stride, offset, recv_bytes, count, dtype, op};
+      run_guarded([&] {
+        if (in_place) zero_copy_two_shot_all_reduce(channel_, args, call);
+        else zero_copy_one_shot_all_reduce(channel_, args, call);
+      });
       return;
     }
     const AllReduceAlgorithm& algorithm = select_algorithm(bytes);
@@ -380,6 +429,36 @@ class ShmCommunicator final : public Communicator::Impl {
     // splits or colors never share a segment name.
     const std::string child_job = job_id_ + ".s" + std::to_string(split_index) + ".c" + std::to_string(color);
     return Communicator::create(new_rank, static_cast<int>(members.size()), child_job, options_);
+  }
+
+  SharedBuffer alloc_shared(std::size_t bytes) override {
+    const std::string_view name = "alloc_shared";
+    check_usable(name);
+    if (bytes == 0 || bytes > (std::size_t{1} << 40)) {
+      fail(ErrorCode::invalid_argument, prefix(name) + "size " + std::to_string(bytes) +
+                                            " bytes is out of range (1 .. 1 TiB)");
+    }
+    // Every rank must ask for the same size: compare through the channel.
+    std::uint64_t sizes[2] = {bytes, bytes};
+    all_reduce(&sizes[0], &sizes[0], 1, DataType::i64, ReduceOp::min);
+    all_reduce(&sizes[1], &sizes[1], 1, DataType::i64, ReduceOp::max);
+    if (sizes[0] != sizes[1]) {
+      fail(ErrorCode::mismatch, prefix(name) + "ranks asked for different sizes (" + std::to_string(sizes[0]) +
+                                    " .. " + std::to_string(sizes[1]) + " bytes)");
+    }
+    const std::uint32_t id = ++shared_count_;
+    const std::size_t stride = SegmentLayout::round_up(bytes, kPage);
+    ShmSegment::OpenResult result{};
+    ShmSegment segment = ShmSegment::create_or_open(segment_name_ + ".b" + std::to_string(id),
+                                                    stride * static_cast<std::size_t>(world_size_),
+                                                    timeout().count(), &result);
+    barrier();  // every rank has mapped it: the name can go
+    if (result == ShmSegment::OpenResult::created) segment.unlink();
+    else segment.forget_name();
+    std::byte* regions = segment.data();
+    registry_->push_back({id, regions, stride, bytes});
+    return SharedBuffer(std::make_shared<ShmSharedState>(std::move(segment), regions + rank_ * stride, bytes,
+                                                         registry_, id));
   }
 
   std::optional<Communicator> new_group(std::span<const int> ranks) override {
@@ -589,6 +668,20 @@ class ShmCommunicator final : public Communicator::Impl {
     run_guarded([&] { function(channel_, args, call); });
   }
 
+  // The shared buffer whose region of this rank holds [p, p + bytes), if any.
+  const SharedRegion* shared_region_of(const std::byte* p, std::size_t bytes) const {
+    for (const SharedRegion& region : *registry_) {
+      const std::byte* mine = region.regions + rank_ * region.stride;
+      if (p >= mine && p < mine + region.bytes) {
+        if (bytes > static_cast<std::size_t>(mine + region.bytes - p)) {
+          fail(ErrorCode::invalid_argument, prefix("all_reduce") + "buffer runs past the end of its shared buffer");
+        }
+        return &region;
+      }
+    }
+    return nullptr;
+  }
+
   static bool is_floating(DataType dtype) {
     return dtype == DataType::f32 || dtype == DataType::f64 || dtype == DataType::f16 || dtype == DataType::bf16;
   }
@@ -625,6 +718,7 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::string token = job_token(job_id);
     const std::string name = "/tpcomm-" + std::to_string(::getuid()) + "-" + token + "-" +
                              std::to_string(next_instance(token)) + "-n" + std::to_string(world_size_);
+    segment_name_ = name;
     const SegmentLayout layout = SegmentLayout::compute(world_size_, chunk_bytes_);
     remove_stale_segments();
     ShmSegment::OpenResult result{};
@@ -690,6 +784,9 @@ class ShmCommunicator final : public Communicator::Impl {
   std::string job_id_;
   CommOptions options_;
   std::uint64_t split_count_ = 0;
+  std::string segment_name_;
+  std::uint32_t shared_count_ = 0;
+  std::shared_ptr<SharedRegistry> registry_ = std::make_shared<SharedRegistry>();
   std::size_t chunk_bytes_ = 0;
   std::uint64_t fork_generation_ = 0;
   ShmSegment segment_;
@@ -770,6 +867,36 @@ void Communicator::recv(void* buffer, std::size_t count, DataType dtype, int pee
 }
 void Communicator::batch(std::span<const PointToPoint> operations) { checked(impl_).batch(operations); }
 std::optional<Communicator> Communicator::split(int color, int key) { return checked(impl_).split(color, key); }
+SharedBuffer Communicator::alloc_shared(std::size_t bytes) { return checked(impl_).alloc_shared(bytes); }
+
+void* SharedBuffer::data() const { return state_ ? state_->data() : nullptr; }
+std::size_t SharedBuffer::size() const { return state_ ? state_->size() : 0; }
+
+namespace {
+// Page-aligned private memory: what a communicator without shared buffers hands out.
+class PrivateState final : public SharedBuffer::State {
+ public:
+  explicit PrivateState(std::size_t bytes)
+      : memory_(static_cast<std::byte*>(std::aligned_alloc(kPage, SegmentLayout::round_up(bytes, kPage)))),
+        bytes_(bytes) {
+    if (!memory_) throw std::bad_alloc();
+  }
+  std::byte* data() const override { return memory_.get(); }
+  std::size_t size() const override { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, Free> memory_;
+  std::size_t bytes_;
+};
+}  // namespace
+
+SharedBuffer Communicator::Impl::alloc_shared(std::size_t bytes) {
+  if (bytes == 0) fail(ErrorCode::invalid_argument, "alloc_shared: size must be positive");
+  return SharedBuffer(std::make_shared<PrivateState>(bytes));
+}
 std::optional<Communicator> Communicator::new_group(std::span<const int> ranks) {
   return checked(impl_).new_group(ranks);
 }

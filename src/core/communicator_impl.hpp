@@ -46,6 +46,16 @@ class Communicator::Impl {
   virtual void batch(std::span<const Communicator::PointToPoint> operations) = 0;
   virtual std::optional<Communicator> split(int color, int key) = 0;
   virtual std::optional<Communicator> new_group(std::span<const int> ranks) = 0;
+  // Default: ordinary private memory (collectives then take their usual path).
+  virtual SharedBuffer alloc_shared(std::size_t bytes);
+};
+
+// What a SharedBuffer owns: this rank's region, kept alive with whatever maps it.
+class SharedBuffer::State {
+ public:
+  virtual ~State() = default;
+  virtual std::byte* data() const = 0;
+  virtual std::size_t size() const = 0;
 };
 
 namespace detail {

@@ -16,7 +16,8 @@
 namespace tpcomm::detail {
 
 // dst[i] = fold(op, sources[0][i], ..., sources[n-1][i]); avg divides by n.
-// dst may equal sources[0] (but may not partially overlap any source).
+// dst may equal any source exactly (each tile is loaded from every source
+// before it is stored) but may not partially overlap one.
 using FoldFunction = void (*)(void* dst, const void* const* sources, int n, std::size_t count);
 
 struct KernelTable {

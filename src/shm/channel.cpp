@@ -49,7 +49,7 @@ std::uint64_t CallDescriptor::word0() const {
          (static_cast<std::uint64_t>(algorithm) << 24) | (static_cast<std::uint64_t>(root + 1) & 0xffffffu);
 }
 
-CallDescriptor CallDescriptor::unpack(std::uint64_t w0, std::uint64_t w1) {
+CallDescriptor CallDescriptor::unpack(std::uint64_t w0, std::uint64_t w1, std::uint64_t w2) {
   CallDescriptor d;
   d.kind = static_cast<CollectiveKind>((w0 >> 48) & 0xff);
   d.dtype = static_cast<std::uint8_t>((w0 >> 40) & 0xff);
@@ -57,6 +57,7 @@ CallDescriptor CallDescriptor::unpack(std::uint64_t w0, std::uint64_t w1) {
   d.algorithm = static_cast<std::uint8_t>((w0 >> 24) & 0xff);
   d.root = static_cast<std::int32_t>(w0 & 0xffffffu) - 1;
   d.count = w1;
+  d.location = w2;
   return d;
 }
 
@@ -65,6 +66,8 @@ const char* algorithm_label(std::uint8_t id) {
   switch (id) {
     case 1: return "one_shot";
     case 2: return "two_shot";
+    case 3: return "zero_copy_one_shot";
+    case 4: return "zero_copy_two_shot";
     default: return "-";
   }
 }
@@ -80,6 +83,10 @@ std::string CallDescriptor::describe() const {
   if (op < 5) text += ", op=" + std::string(redop_name(static_cast<ReduceOp>(op)));
   if (root >= 0) text += ", root=" + std::to_string(root);
   if (algorithm != 0) text += std::string(", algorithm=") + algorithm_label(algorithm);
+  if (location != 0) {
+    text += ", shared buffer " + std::to_string(location >> 48) + " offset " +
+            std::to_string(location & ((std::uint64_t{1} << 48) - 1));
+  }
   return text + ")";
 }
 
@@ -232,12 +239,14 @@ void ShmChannel::publish(std::uint64_t round, const CallDescriptor& call) {
   ReadyLine& line = ready_[rank_];
   line.call[round & 1][0].store(call.word0(), std::memory_order_relaxed);
   line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
+  line.call[round & 1][2].store(call.word2(), std::memory_order_relaxed);
   line.round.store(round, std::memory_order_release);
 }
 
 void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& call) {
   const std::uint64_t mine0 = call.word0();
   const std::uint64_t mine1 = call.word1();
+  const std::uint64_t mine2 = call.word2();
   for (int peer = 0; peer < world_size_; ++peer) {
     if (peer == rank_) continue;
     ReadyLine& line = ready_[peer];
@@ -245,8 +254,9 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
         peer, [&] { return line.round.load(std::memory_order_acquire) >= round; }, call, "publish", round);
     const std::uint64_t theirs0 = line.call[round & 1][0].load(std::memory_order_relaxed);
     const std::uint64_t theirs1 = line.call[round & 1][1].load(std::memory_order_relaxed);
-    if (theirs0 != mine0 || theirs1 != mine1) {
-      const CallDescriptor other = CallDescriptor::unpack(theirs0, theirs1);
+    const std::uint64_t theirs2 = line.call[round & 1][2].load(std::memory_order_relaxed);
+    if (theirs0 != mine0 || theirs1 != mine1 || theirs2 != mine2) {
+      const CallDescriptor other = CallDescriptor::unpack(theirs0, theirs1, theirs2);
       fail_and_abort(ErrorCode::mismatch, "mismatched collective calls: rank " + std::to_string(rank_) + " called " +
                                               call.describe() + " but rank " + std::to_string(peer) + " called " +
                                               other.describe());

@@ -49,10 +49,13 @@ struct CallDescriptor {
   std::uint8_t algorithm = 0;
   std::int32_t root = -1;
   std::uint64_t count = 0;
+  // Zero-copy calls: which shared buffer and offset (ranks must agree); else 0.
+  std::uint64_t location = 0;
 
   std::uint64_t word0() const;
   std::uint64_t word1() const { return count; }
-  static CallDescriptor unpack(std::uint64_t w0, std::uint64_t w1);
+  std::uint64_t word2() const { return location; }
+  static CallDescriptor unpack(std::uint64_t w0, std::uint64_t w1, std::uint64_t w2);
   std::string describe() const;  // e.g. "all_reduce(count=1024, dtype=f32, op=sum, algorithm=one_shot)"
   bool operator==(const CallDescriptor&) const = default;
 };
@@ -112,6 +115,9 @@ class ShmChannel {
   void wait_all_published(std::uint64_t round, const CallDescriptor& call);
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
+  // Waits until every rank has released `round` (a trailing "done reading"
+  // acknowledgement for zero-copy calls, whose inputs are the caller's memory).
+  void wait_all_released(std::uint64_t round, const CallDescriptor& call) { acquire_slot(round + 2, call); }
 
   // ---- point-to-point, per directed pair ------------------------------------
   std::size_t pair_bytes() const { return pair_bytes_; }

@@ -62,9 +62,9 @@ struct SegmentHeader {
 
 struct alignas(kCacheLine) ReadyLine {
   std::atomic<std::uint64_t> round;
-  // Descriptor of the call that published round r, stored at [r % 2]; two words
+  // Descriptor of the call that published round r, stored at [r % 2]; three words
   // (see CallDescriptor). Same line as the counter: a reader gets both in one transfer.
-  std::atomic<std::uint64_t> call[2][2];
+  std::atomic<std::uint64_t> call[2][3];
 };
 
 struct alignas(kCacheLine) ConsumedLine {

@@ -1,0 +1,61 @@
+#include "algorithms/zero_copy.hpp"
+
+#include <array>
+#include <cstring>
+
+#include "algorithms/partition.hpp"
+#include "kernels/reduce.hpp"
+
+namespace tpcomm::detail {
+namespace {
+
+std::byte* input_of(const ZeroCopyArgs& args, int rank, std::size_t element_offset, std::size_t element) {
+  return args.regions + static_cast<std::size_t>(rank) * args.stride + args.offset + element_offset * element;
+}
+
+}  // namespace
+
+void zero_copy_one_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args, const CallDescriptor& call) {
+  const int n = channel.world_size();
+  const std::size_t element = dtype_size(args.dtype);
+  std::array<const void*, kMaxWorldSize> sources{};
+  for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = input_of(args, r, 0, element);
+  const std::uint64_t round = channel.next_round();
+  channel.publish(round, call);
+  channel.wait_all_published(round, call);
+  fold_function(args.dtype, args.op)(args.recv, sources.data(), n, args.count);
+  channel.release(round);
+  channel.wait_all_released(round, call);
+}
+
+void zero_copy_two_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args, const CallDescriptor& call) {
+  const int n = channel.world_size();
+  const int me = channel.rank();
+  const std::size_t element = dtype_size(args.dtype);
+  const auto parts = static_cast<std::size_t>(n);
+  const Range mine = block_range(args.count, parts, static_cast<std::size_t>(me));
+  std::array<const void*, kMaxWorldSize> sources{};
+
+  const std::uint64_t reduce_round = channel.next_round();
+  channel.publish(reduce_round, call);
+  channel.wait_all_published(reduce_round, call);
+  for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = input_of(args, r, mine.begin, element);
+  // The destination is one of the sources (this rank's own block): the fold
+  // loads a whole tile from every source before it stores that tile.
+  fold_function(args.dtype, args.op)(input_of(args, me, mine.begin, element), sources.data(), n, mine.count);
+  channel.release(reduce_round);
+
+  const std::uint64_t gather_round = channel.next_round();
+  channel.publish(gather_round, call);
+  channel.wait_all_published(gather_round, call);
+  for (int r = 0; r < n; ++r) {
+    if (r == me) continue;
+    const Range block = block_range(args.count, parts, static_cast<std::size_t>(r));
+    std::memcpy(input_of(args, me, block.begin, element), input_of(args, r, block.begin, element),
+                block.count * element);
+  }
+  channel.release(gather_round);
+  channel.wait_all_released(gather_round, call);
+}
+
+}  // namespace tpcomm::detail
