@@ -45,8 +45,14 @@ std::uint64_t fnv1a(const unsigned char* p, std::size_t n) {
 }
 
 // One rank's share of the matrix; throws on the first discrepancy.
-void run_matrix(int rank, int world, const std::string& job, const char* algorithm) {
-  ::setenv("TPCOMM_ALGO", algorithm, 1);
+void run_matrix(int rank, int world, const std::string& job, const char* variant) {
+  // "<algorithm>_nt": the same algorithm with non-temporal copy-in for every chunk.
+  std::string algorithm = variant;
+  if (algorithm.ends_with("_nt")) {
+    algorithm.resize(algorithm.size() - 3);
+    ::setenv("TPCOMM_NT_MIN_BYTES", "64", 1);
+  }
+  ::setenv("TPCOMM_ALGO", algorithm.c_str(), 1);
   tpcomm::CommOptions options;
   options.chunk_bytes = kChunkBytes;
   options.timeout = std::chrono::seconds(60);
@@ -79,7 +85,7 @@ void run_matrix(int rank, int world, const std::string& job, const char* algorit
           }
           std::vector<unsigned char> expected(bytes + 1);
           tpcomm::reference::reduce(dt, op, pointers, expected.data(), count);
-          const std::string where = std::string(algorithm) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
+          const std::string where = std::string(variant) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
                                     std::string(tpcomm::redop_name(op)) + (in_place ? " in-place" : " out-of-place") +
                                     " count " + std::to_string(count) + " world " + std::to_string(world) + " rank " +
                                     std::to_string(rank);
@@ -118,7 +124,7 @@ TEST_P(AllReduceMatrix, MatchesSerialReference) {
 
 INSTANTIATE_TEST_SUITE_P(WorldSizesAndAlgorithms, AllReduceMatrix,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8),
-                                            ::testing::Values("one_shot", "two_shot", "auto")),
+                                            ::testing::Values("one_shot", "two_shot", "auto", "one_shot_nt", "two_shot_nt")),
                          [](const auto& info) {
                            return "world" + std::to_string(std::get<0>(info.param)) + "_" +
                                   std::string(std::get<1>(info.param));

@@ -22,7 +22,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     const std::size_t offset = range.begin * element;
     const std::uint64_t round = channel.next_round();
     channel.acquire_slot(round, call);
-    std::memcpy(channel.slot(me, round), args.send + offset, range.count * element);
+    channel.copy_in(channel.slot(me, round), args.send + offset, range.count * element);
     channel.publish(round, call);
     channel.wait_all_published(round, call);
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, round);
@@ -47,7 +47,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     // Round 1: everyone's input chunk into its slot.
     const std::uint64_t input_round = channel.next_round();
     channel.acquire_slot(input_round, call);
-    std::memcpy(channel.slot(me, input_round), args.send + offset, range.count * element);
+    channel.copy_in(channel.slot(me, input_round), args.send + offset, range.count * element);
     channel.publish(input_round, call);
     channel.wait_all_published(input_round, call);
 

@@ -190,6 +190,7 @@ class ShmCommunicator final : public Communicator::Impl {
     options_.chunk_bytes = chunk_bytes_;
     rendezvous(job_id, timeout);
     channel_.policy().timeout = std::chrono::duration<double>(timeout);
+    channel_.copy_policy().streaming_min_bytes = config_.streaming_min_bytes;
     channel_.policy().spin_count =
         config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
   }

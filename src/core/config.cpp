@@ -16,6 +16,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
+      {"TPCOMM_NT_MIN_BYTES", "1M", "chunks of at least this size are copied into staging with non-temporal stores"},
       {"TPCOMM_ISA", "best available", "force the reduction kernel level: scalar or avx2 (read once per process)"},
       {"TPCOMM_RANK, TPCOMM_WORLD_SIZE, TPCOMM_JOB_ID", "-", "set by tpcomm-run; read by from_env"},
       {"RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID", "-",
@@ -73,6 +74,9 @@ Config Config::from_environment() {
   if (const char* value = env("TPCOMM_ALGO")) config.algorithm = value;
   if (const char* value = env("TPCOMM_ONE_SHOT_MAX_BYTES")) {
     config.one_shot_max_bytes = parse_byte_size(value, "TPCOMM_ONE_SHOT_MAX_BYTES");
+  }
+  if (const char* value = env("TPCOMM_NT_MIN_BYTES")) {
+    config.streaming_min_bytes = parse_byte_size(value, "TPCOMM_NT_MIN_BYTES");
   }
   if (const char* value = env("TPCOMM_SPIN")) {
     config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/error.hpp"
+#include "kernels/copy.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -262,6 +263,10 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
                                               other.describe());
     }
   }
+}
+
+void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
+  copy_to_shared(slot, src, bytes, copy_policy_.streaming_min_bytes);
 }
 
 void ShmChannel::release(std::uint64_t round) { consumed_[rank_].round.store(round, std::memory_order_release); }

@@ -65,6 +65,11 @@ struct WaitPolicy {
   int spin_count = 4096;  // pause iterations before yielding
 };
 
+// How data is copied into staging slots (see kernels/copy.hpp).
+struct CopyPolicy {
+  std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
+};
+
 // One waiter's back-off schedule: spin with a pause, then yield (so an
 // oversubscribed machine makes progress), then nap with growing sleeps (so an
 // idle wait costs no CPU). pause() returns true when the periodic checks
@@ -96,6 +101,10 @@ class ShmChannel {
   int world_size() const { return world_size_; }
   std::size_t chunk_bytes() const { return chunk_bytes_; }
   SegmentHeader& header() const { return *header_; }
+
+  CopyPolicy& copy_policy() { return copy_policy_; }
+  // Copies `bytes` into a slot (or any shared memory a peer reads next).
+  void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const;
 
   WaitPolicy& policy() { return policy_; }
   const WaitPolicy& policy() const { return policy_; }
@@ -160,6 +169,7 @@ class ShmChannel {
   std::uint64_t last_round_ = 0;
   std::uint64_t consumed_floor_ = 0;  // a known lower bound of every rank's consumed
   WaitPolicy policy_;
+  CopyPolicy copy_policy_;
   PairSendLine* pair_send_ = nullptr;
   PairAckLine* pair_ack_ = nullptr;
   std::byte* pair_slots_ = nullptr;
