@@ -3,6 +3,7 @@
 // color, destroying a group while its siblings work, and new_group.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -38,6 +39,28 @@ void check_all_reduce(tpcomm::Communicator& group, const std::vector<int>& membe
   check(ref::count_mismatches(DataType::f32, y.data(), expected.data(), count) == 0, what + ": wrong all_reduce");
 }
 
+// all_gather and broadcast inside a group, checked against patterns keyed by
+// parent rank (the group's members in group order).
+void check_gather_and_broadcast(tpcomm::Communicator& group, const std::vector<int>& members, std::uint64_t seed,
+                                std::size_t count, const std::string& what) {
+  const auto n = static_cast<std::size_t>(group.world_size());
+  const int parent_rank = members[static_cast<std::size_t>(group.rank())];
+  std::vector<std::int32_t> mine(count), all(n * count), expected(count);
+  ref::fill_pattern(DataType::i32, mine.data(), count, parent_rank, seed);
+  group.all_gather(mine.data(), all.data(), count, DataType::i32);
+  for (std::size_t r = 0; r < n; ++r) {
+    ref::fill_pattern(DataType::i32, expected.data(), count, members[r], seed);
+    check(std::equal(expected.begin(), expected.end(), all.begin() + static_cast<long>(r * count)),
+          what + ": all_gather block " + std::to_string(r));
+  }
+  const int root = static_cast<int>(n) - 1;
+  std::vector<std::int32_t> value(count);
+  if (group.rank() == root) value = mine;
+  group.broadcast(value.data(), value.data(), count, DataType::i32, root);
+  ref::fill_pattern(DataType::i32, expected.data(), count, members[static_cast<std::size_t>(root)], seed);
+  check(value == expected, what + ": broadcast");
+}
+
 // TP x PP layout of `world` ranks: tensor groups of `tp` consecutive ranks,
 // pipeline groups of ranks with the same position in their tensor group.
 void layout_test(int world, int tp) {
@@ -58,6 +81,10 @@ void layout_test(int world, int tp) {
     // then alternating, with sizes that cross the staging chunk.
     for (int i = 0; i < 20; ++i) check_all_reduce(*tp_group, tp_members, 100 + i, 3000, "tensor group");
     for (int i = 0; i < 20; ++i) check_all_reduce(*pp_group, pp_members, 200 + i, 3000, "pipeline group");
+    for (int i = 0; i < 5; ++i) {
+      check_gather_and_broadcast(*tp_group, tp_members, 600 + i, 1500, "tensor group");
+      check_gather_and_broadcast(*pp_group, pp_members, 700 + i, 1500, "pipeline group");
+    }
     for (int i = 0; i < 50; ++i) {
       check_all_reduce(*tp_group, tp_members, 300 + i, 1 + static_cast<std::size_t>(i) * 41, "alternating tp");
       check_all_reduce(*pp_group, pp_members, 400 + i, 1 + static_cast<std::size_t>(i) * 29, "alternating pp");
