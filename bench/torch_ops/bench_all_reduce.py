@@ -1,0 +1,142 @@
+"""All-reduce latency: torch.ops.tpcomm.all_reduce vs all_reduce_ vs Gloo.
+
+Run with one process per rank:
+
+    tpcomm-run -n 2 /usr/bin/python3 bench/torch_ops/bench_all_reduce.py [--sizes 4K,64K,1M] [--rounds N]
+
+Method (so the three variants are measured under the same conditions):
+* f32 messages from 4 KiB to 16 MiB (x4 steps by default);
+* before every timed call the input is rewritten from a pristine copy (not
+  timed), so in-place variants never reduce an already-reduced buffer and
+  every variant starts with the input equally warm in cache;
+* the variants are interleaved round by round (A, B, C, A, B, C, ...) so
+  drift in machine load affects them alike;
+* every timed call starts right after two barriers (the second one is left
+  by ranks that are all spinning, so none starts late from a sleep); a call's
+  time is the slowest rank's (max over ranks), and the report shows the
+  median over rounds.
+* The machine should be otherwise idle: a third busy process on a two-core
+  machine preempts a spinning rank and adds milliseconds to any call. The
+  header prints the load average for that reason.
+The out-of-place/in-place ratio shows what the functional form costs: it
+allocates its output but performs no extra copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+try:
+    import tpcomm
+except ImportError:  # run from a source checkout: use <repo>/build/python
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build" / "python"))
+    import tpcomm
+import tpcomm.torch  # noqa: F401  (registers torch.ops.tpcomm)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text.rstrip("KMG")) * scale)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_gloo(comm: tpcomm.Communicator) -> None:
+    """Gloo on loopback; rank 0 picks a free port and shares it through tpcomm."""
+    port = np.array([free_port() if comm.rank == 0 else 0], dtype=np.int64)
+    comm.all_reduce_(port, op="max")
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(int(port[0]))
+    os.environ["RANK"] = str(comm.rank)
+    os.environ["WORLD_SIZE"] = str(comm.world_size)
+    dist.init_process_group("gloo", rank=comm.rank, world_size=comm.world_size)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="4K,16K,64K,256K,1M,4M,16M", help="message sizes in bytes (K/M suffixes)")
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds per size (0: scale with size)")
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    comm = tpcomm.init()
+    init_gloo(comm)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+
+    variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "tpcomm.all_reduce": lambda x: torch.ops.tpcomm.all_reduce(x),
+        "tpcomm.all_reduce_": lambda x: torch.ops.tpcomm.all_reduce_(x),
+        "gloo": lambda x: (dist.all_reduce(x), x)[1],
+    }
+
+    if comm.rank == 0:
+        print(f"# tpcomm {tpcomm.library_version()}, torch {torch.__version__}, {comm.world_size} ranks, "
+              f"f32 sum, median of per-call max-over-ranks latency, "
+              f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(f"{'bytes':>10} {'algo':>9} {'rounds':>6} " + " ".join(f"{v + ' us':>21}" for v in variants)
+              + f" {'oop/inplace':>11} {'gloo/inplace':>12}")
+
+    for nbytes in sizes:
+        count = max(1, nbytes // 4)
+        g = torch.Generator().manual_seed(1000 + comm.rank)
+        pristine = torch.randn(count, generator=g)
+        work = torch.empty_like(pristine)
+        rounds = args.rounds or int(min(200, max(15, (64 << 20) // max(nbytes, 1))))
+
+        # correctness first: all three variants agree bitwise? (Gloo's order may differ: allclose)
+        work.copy_(pristine)
+        a = variants["tpcomm.all_reduce"](work)
+        b = variants["tpcomm.all_reduce_"](work.copy_(pristine))
+        c = variants["gloo"](pristine.clone())
+        assert torch.equal(a, b), "all_reduce and all_reduce_ disagree"
+        assert torch.allclose(a, c, rtol=1e-5, atol=1e-5), "tpcomm and gloo disagree"
+
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for it in range(args.warmup + rounds):
+            for name, fn in variants.items():
+                work.copy_(pristine)          # untimed rewrite of the input
+                comm.barrier()
+                comm.barrier()    # second barrier: both ranks leave it spinning, not napping
+                t0 = time.perf_counter()
+                fn(work)
+                dt = time.perf_counter() - t0
+                if it >= args.warmup:
+                    times[name].append(dt)
+
+        medians: dict[str, float] = {}
+        for name, ts in times.items():
+            per_call = np.array(ts, dtype=np.float64)
+            comm.all_reduce_(per_call, op="max")       # slowest rank of each call
+            medians[name] = statistics.median(per_call.tolist()) * 1e6
+        if comm.rank == 0:
+            algo = comm.all_reduce_algorithm(count * 4)
+            oop = medians["tpcomm.all_reduce"] / medians["tpcomm.all_reduce_"]
+            gl = medians["gloo"] / medians["tpcomm.all_reduce_"]
+            print(f"{count * 4:>10} {algo:>9} {rounds:>6} "
+                  + " ".join(f"{medians[v]:>21.1f}" for v in variants) + f" {oop:>11.3f} {gl:>12.2f}",
+                  flush=True)
+
+    dist.destroy_process_group()
+    comm.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
