@@ -191,8 +191,12 @@ class ShmCommunicator final : public Communicator::Impl {
     rendezvous(job_id, timeout);
     channel_.policy().timeout = std::chrono::duration<double>(timeout);
     channel_.copy_policy().streaming_min_bytes = config_.streaming_min_bytes;
+    // A pause costs ~40 ns on the measured machine: 1000 spins (~40 us) cover
+    // every wait of a small collective, yet a rank whose peer was descheduled
+    // (another process competing for the core) soon yields instead of burning
+    // the time slice the peer needs. With more ranks than CPUs, yield at once.
     channel_.policy().spin_count =
-        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
+        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 1000);
   }
 
   int rank() const override { return rank_; }
