@@ -125,9 +125,9 @@ TEST_P(AllReduceMatrix, MatchesSerialReference) {
 INSTANTIATE_TEST_SUITE_P(WorldSizesAndAlgorithms, AllReduceMatrix,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8),
                                             ::testing::Values("one_shot", "two_shot", "auto", "one_shot_nt", "two_shot_nt")),
-                         [](const auto& info) {
-                           return "world" + std::to_string(std::get<0>(info.param)) + "_" +
-                                  std::string(std::get<1>(info.param));
+                         [](const auto& test_info) {
+                           return "world" + std::to_string(std::get<0>(test_info.param)) + "_" +
+                                  std::string(std::get<1>(test_info.param));
                          });
 
 // Documented NaN/Inf behaviour: sum/prod follow IEEE; min and max propagate NaN.

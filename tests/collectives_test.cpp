@@ -284,7 +284,7 @@ TEST_P(CollectiveMatrix, EveryCollectiveMatchesTheSerialReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, CollectiveMatrix, ::testing::Values(1, 2, 3, 4, 5, 8),
-                         [](const auto& info) { return "world" + std::to_string(info.param); });
+                         [](const auto& test_info) { return "world" + std::to_string(test_info.param); });
 
 // A few thousand mixed collectives in random order (kind, dtype, size including
 // 0, root, in-place or not), agreed through a shared seed, every result checked:

@@ -52,7 +52,8 @@ typedef enum tpcomm_status {
   TPCOMM_ERROR_MISMATCH = 4,         /* ranks called different collectives */
   TPCOMM_ERROR_SYSTEM = 5,           /* an OS call failed (shm, mmap, ...) */
   TPCOMM_ERROR_COMM_FAILED = 6,      /* an earlier error failed this comm */
-  TPCOMM_ERROR_INTERNAL = 7
+  TPCOMM_ERROR_INTERNAL = 7,
+  TPCOMM_STATUS_MAX_ENUM = 0x7fffffff /* keeps the enum int-sized; not a status */
 } tpcomm_status_t;
 
 typedef enum tpcomm_dtype {
@@ -63,7 +64,10 @@ typedef enum tpcomm_dtype {
   TPCOMM_I8 = 4,
   TPCOMM_U8 = 5,
   TPCOMM_I32 = 6,
-  TPCOMM_I64 = 7
+  TPCOMM_I64 = 7,
+  /* Makes every int a valid value of the type, so a bad value passed from C
+     (or Python) is reported as "unknown dtype" instead of being undefined. */
+  TPCOMM_DTYPE_MAX_ENUM = 0x7fffffff
 } tpcomm_dtype_t;
 
 /*
@@ -80,7 +84,8 @@ typedef enum tpcomm_redop {
   TPCOMM_PROD = 1,
   TPCOMM_MIN = 2,
   TPCOMM_MAX = 3,
-  TPCOMM_AVG = 4
+  TPCOMM_AVG = 4,
+  TPCOMM_REDOP_MAX_ENUM = 0x7fffffff /* see TPCOMM_DTYPE_MAX_ENUM */
 } tpcomm_redop_t;
 
 typedef struct tpcomm_comm* tpcomm_comm_t;

@@ -12,6 +12,9 @@
 
 #include "tpcomm/tpcomm.h"
 #include "tpcomm/tpcomm.hpp"
+#ifdef TPCOMM_HAVE_MPI
+#include "tpcomm/mpi.hpp"  // tpcomm_comm_create_from_mpi (tpcomm_mpi.h)
+#endif
 
 // A handle stays allocated after tpcomm_comm_destroy, marked destroyed, so that
 // use after destroy is reported instead of touching freed memory. The
@@ -103,6 +106,7 @@ const char* tpcomm_status_string(tpcomm_status_t status) {
     case TPCOMM_ERROR_SYSTEM: return "TPCOMM_ERROR_SYSTEM";
     case TPCOMM_ERROR_COMM_FAILED: return "TPCOMM_ERROR_COMM_FAILED";
     case TPCOMM_ERROR_INTERNAL: return "TPCOMM_ERROR_INTERNAL";
+    case TPCOMM_STATUS_MAX_ENUM: break;
   }
   return "TPCOMM_UNKNOWN_STATUS";
 }
@@ -170,6 +174,17 @@ tpcomm_status_t tpcomm_comm_create_from_env(const tpcomm_options_t* options, tpc
     *out = new_handle(std::move(communicator));
   });
 }
+
+#ifdef TPCOMM_HAVE_MPI
+tpcomm_status_t tpcomm_comm_create_from_mpi(MPI_Comm comm, const tpcomm_options_t* options, tpcomm_comm_t* out) {
+  return guarded([&] {
+    require(out != nullptr, "tpcomm_comm_create_from_mpi: out must not be NULL");
+    *out = nullptr;
+    auto communicator = tpcomm::from_mpi(comm, to_options(options));
+    *out = new_handle(std::move(communicator));
+  });
+}
+#endif
 
 tpcomm_status_t tpcomm_comm_destroy(tpcomm_comm_t comm) {
   return guarded([&] {
