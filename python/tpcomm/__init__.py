@@ -35,6 +35,9 @@ from ._library import has_symbol, library_path
 from ._library import version as library_version
 from ._types import DType, ReduceOp
 
+#: Color that leaves a rank out of every group made by Communicator.split.
+COLOR_UNDEFINED = -1
+
 try:
     from ._version import __version__
 except ImportError:  # running from the source tree
@@ -42,6 +45,7 @@ except ImportError:  # running from the source tree
 
 __all__ = [
     "Communicator",
+    "COLOR_UNDEFINED",
     "init",
     "Error",
     "InvalidArgumentError",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import weakref
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
@@ -143,7 +144,17 @@ class Communicator:
         return self._handle is None
 
     def close(self) -> None:
-        """Release the communicator. Idempotent; not collective; never blocks."""
+        """Release the communicator. Idempotent; not collective; never blocks.
+
+        Raises if arrays from :meth:`alloc_shared` are still alive: their memory
+        belongs to the communicator, so they must be deleted first.
+        """
+        shared = getattr(self, "_shared", None)
+        if shared and getattr(self, "_handle", None) is not None:
+            raise Error(
+                f"tpcomm: close(): {len(shared)} array(s) from alloc_shared are still alive; "
+                "delete them before closing the communicator"
+            )
         handle, self._handle = getattr(self, "_handle", None), None
         # A forked child must not tear down its parent's shared state.
         if handle is not None and getattr(self, "_pid", None) == os.getpid():
@@ -171,6 +182,71 @@ class Communicator:
         if self._handle is None:
             raise Error("tpcomm: the communicator is closed")
         return self._handle
+
+    # ---- groups and shared buffers -------------------------------------------
+
+    def _child(self, out: ctypes.c_void_p) -> "Communicator | None":
+        if not out.value:
+            return None
+        child = Communicator.__new__(Communicator)
+        child._handle = None
+        child._adopt(out)
+        return child
+
+    def split(self, color: int, key: int = 0) -> "Communicator | None":
+        """Collective: ranks with the same color (>= 0) form a new communicator.
+
+        Ranks are ordered by key, then by rank here (``MPI_Comm_split``
+        semantics). ``color=tpcomm.COLOR_UNDEFINED`` returns None. The new
+        communicator is independent: close it on its own.
+        """
+        out = ctypes.c_void_p()
+        fn = _library.require("tpcomm_comm_split")
+        _check(fn(self.handle, int(color), int(key), ctypes.byref(out)), "split")
+        return self._child(out)
+
+    def new_group(self, ranks: Sequence[int]) -> "Communicator | None":
+        """Collective: every rank passes the same list; listed ranks get a
+        communicator ordered as the list, the others None."""
+        listed = [int(r) for r in ranks]
+        array = (ctypes.c_int * max(1, len(listed)))(*listed)
+        out = ctypes.c_void_p()
+        fn = _library.require("tpcomm_comm_new_group")
+        _check(fn(self.handle, array, len(listed), ctypes.byref(out)), "new_group")
+        return self._child(out)
+
+    def alloc_shared(self, shape: Sequence[int] | int, dtype: Any = np.float32) -> Any:
+        """Collective: an array in a shared buffer of this communicator.
+
+        ``all_reduce``/``all_reduce_`` on such arrays run zero-copy (the peers'
+        data is read in place instead of being copied into staging first). Every
+        rank must call it with the same shape and dtype and pass arrays at the
+        same offset. ``dtype`` is a numpy dtype, or a torch dtype to get a
+        tensor (``torch.bfloat16`` included). The memory is freed when the last
+        array (or view) of it is gone.
+        """
+        dims = (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        count = 1
+        for d in dims:
+            count *= d
+        torch_module = sys.modules.get("torch")
+        is_torch = torch_module is not None and isinstance(dtype, torch_module.dtype)
+        if is_torch:
+            element = torch_module.empty((), dtype=dtype).element_size()
+        else:
+            element = np.dtype(dtype).itemsize
+        nbytes = max(1, count * element)
+        pointer = ctypes.c_void_p()
+        fn = _library.require("tpcomm_alloc_shared")
+        _check(fn(self.handle, nbytes, ctypes.byref(pointer)), "alloc_shared")
+        # The ctypes array carries the owner; numpy arrays (and torch tensors
+        # made from them) keep it alive through their base chain.
+        raw = (ctypes.c_uint8 * nbytes).from_address(pointer.value)
+        raw._tpcomm_owner = _SharedMemory(self, pointer.value)
+        flat = np.frombuffer(raw, dtype=np.uint8)[: count * element]
+        if is_torch:
+            return torch_module.from_numpy(flat).view(dtype).reshape(dims)
+        return flat.view(np.dtype(dtype)).reshape(dims)
 
     def set_timeout(self, seconds: float) -> None:
         """Change the bound on every later wait on this communicator."""
@@ -454,3 +530,18 @@ class Communicator:
             buf = np.empty(tuple(shape), dtype=np.dtype(dtype))
         return self.recv_(buf, src)
 
+
+class _SharedMemory:
+    """Owns one tpcomm_alloc_shared buffer; frees it when the last array goes."""
+
+    def __init__(self, comm: Communicator, pointer: int) -> None:
+        self._comm = comm
+        self._pointer = pointer
+        if getattr(comm, "_shared", None) is None:
+            comm._shared = weakref.WeakSet()
+        comm._shared.add(self)
+
+    def __del__(self) -> None:
+        comm = self._comm
+        if comm._handle is not None and getattr(comm, "_pid", None) == os.getpid():
+            _library.require("tpcomm_free_shared")(comm._handle, self._pointer)

@@ -81,6 +81,13 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "tpcomm_all_to_all": (_status, [c_void_p, c_void_p, c_void_p, c_size_t, c_int]),
     "tpcomm_send": (_status, [c_void_p, c_void_p, c_size_t, c_int, c_int]),
     "tpcomm_recv": (_status, [c_void_p, c_void_p, c_size_t, c_int, c_int]),
+    "tpcomm_comm_split": (_status, [c_void_p, c_int, c_int, ctypes.POINTER(c_void_p)]),
+    "tpcomm_comm_new_group": (
+        _status,
+        [c_void_p, ctypes.POINTER(c_int), c_size_t, ctypes.POINTER(c_void_p)],
+    ),
+    "tpcomm_alloc_shared": (_status, [c_void_p, c_size_t, ctypes.POINTER(c_void_p)]),
+    "tpcomm_free_shared": (_status, [c_void_p, c_void_p]),
 }
 
 

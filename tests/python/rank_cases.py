@@ -856,3 +856,67 @@ def case_mismatch_becomes_mismatch_error(comm: tpcomm.Communicator) -> None:
         else:
             raise AssertionError("mismatched counts were not reported")
     comm.barrier()
+
+
+# ---- groups and shared buffers -----------------------------------------------------
+
+
+@case("tpcomm_comm_split", "tpcomm_comm_new_group")
+def case_split_and_new_group(comm: tpcomm.Communicator) -> None:
+    n, r = comm.world_size, comm.rank
+    # Two halves ordered by reversed key; each half reduces its own members' inputs.
+    half = comm.split(r % 2, key=-r)
+    assert half is not None
+    members = sorted((q for q in range(n) if q % 2 == r % 2), reverse=True)
+    assert half.world_size == len(members) and half.rank == members.index(r)
+    inputs = [rank_data(q, (257,), np.float32, seed=41) for q in range(n)]
+    got = half.all_reduce(inputs[r])
+    assert_bitwise(got, reference("sum", [inputs[q] for q in members]), "split group all_reduce")
+    # The undefined color leaves a rank out.
+    none_for_last = comm.split(tpcomm.COLOR_UNDEFINED if r == n - 1 else 0)
+    assert (none_for_last is None) == (r == n - 1)
+    # new_group with a non-contiguous list, in list order.
+    listed = [n - 1, 0]
+    group = comm.new_group(listed)
+    if r in listed:
+        assert group is not None and group.rank == listed.index(r)
+        assert_bitwise(group.all_reduce(inputs[r]), reference("sum", [inputs[q] for q in listed]), "new_group")
+        group.close()
+    else:
+        assert group is None
+    if none_for_last is not None:
+        none_for_last.close()
+    half.close()
+    comm.barrier()
+
+
+@case("tpcomm_alloc_shared", "tpcomm_free_shared")
+def case_alloc_shared_zero_copy(comm: tpcomm.Communicator) -> None:
+    n, r = comm.world_size, comm.rank
+    x = comm.alloc_shared((64, 33), np.float32)
+    assert x.shape == (64, 33) and x.dtype == np.float32
+    inputs = [rank_data(q, (64, 33), np.float32, seed=77) for q in range(n)]
+    for _ in range(3):  # inputs rewritten every call, as a producer does
+        x[...] = inputs[r]
+        y = comm.all_reduce(x)
+        x[...] = -1.0  # overwriting the input right after the call must not disturb peers
+        assert_bitwise(y, reference("sum", inputs), "zero-copy out-of-place")
+    x[...] = inputs[r]
+    comm.all_reduce_(x)
+    assert_bitwise(x, reference("sum", inputs), "zero-copy in-place")
+    t = comm.alloc_shared(100, torch.bfloat16)
+    tin = [torch_rank_data(q, (100,), torch.bfloat16, seed=5) for q in range(n)]
+    t.copy_(tin[r])
+    out = comm.all_reduce(t)
+    assert_torch_bitwise(out, torch_reference("sum", tin), "zero-copy bf16 tensor")
+    # close() refuses while shared arrays live; after they are gone it works.
+    probe = tpcomm.Communicator(r, n, job_id("shared-close"))
+    held = probe.alloc_shared(8, np.int32)
+    try:
+        probe.close()
+        raise AssertionError("close() must refuse while a shared array is alive")
+    except tpcomm.Error as error:
+        assert "still alive" in str(error)
+    del held
+    probe.close()
+    del x, t
