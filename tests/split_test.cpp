@@ -149,6 +149,10 @@ TEST(Split, KeysOrderRanksUndefinedColorNestingAndDestroy) {
     } else {
       check(!group.has_value(), "unlisted ranks get no group");
     }
+    // A group inherits the parent's current timeout (set_timeout included).
+    world_comm.set_timeout(std::chrono::seconds(42));
+    auto inherits = world_comm.split(0, 0);
+    check(inherits && inherits->timeout() == std::chrono::duration<double>(42), "child timeout");
     // A bad color is a clear error, caught before any rank moves.
     try {
       world_comm.split(-7, 0);

@@ -135,6 +135,8 @@ TPCOMM_API tpcomm_status_t tpcomm_comm_create(int rank, int world_size, const ch
  *                MASTER_PORT, TORCHELASTIC_RUN_ID
  *   Open MPI:    OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE,
  *                OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE
+ * In a build with MPI, ranks of an mpirun job on several nodes are connected
+ * through MPI between nodes (docs/multi-node.md; tpcomm_mpi.h for MPI programs).
  * options may be NULL.
  */
 TPCOMM_API tpcomm_status_t tpcomm_comm_create_from_env(const tpcomm_options_t* options,

@@ -6,6 +6,9 @@
 
 #include "core/error.hpp"
 #include "tpcomm/tpcomm.hpp"
+#ifdef TPCOMM_HAVE_MPI
+#include "mpi/mpi_bootstrap.hpp"  // ranks on several nodes under mpirun
+#endif
 
 namespace tpcomm {
 namespace {
@@ -60,7 +63,8 @@ Placement placement_from_env() {
     const int local_rank = env_int_or("LOCAL_RANK", env_int("RANK"));
     std::string job = "torch";
     for (const char* name : {"TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"}) {
-      job += "|" + std::string(env(name) != nullptr ? env(name) : "");
+      job += '|';
+      job += env(name) != nullptr ? env(name) : "";
     }
     if (env("TORCHELASTIC_RUN_ID") == nullptr && env("MASTER_PORT") == nullptr) {
       detail::fail(ErrorCode::invalid_argument,
@@ -77,7 +81,10 @@ Placement placement_from_env() {
     std::string job = "ompi";
     for (const char* name : {"PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "OMPI_MCA_orte_ess_jobid",
                              "OMPI_MCA_orte_hnp_uri", "PMIX_SERVER_URI3", "PMIX_SERVER_URI2"}) {
-      if (env(name) != nullptr) job += std::string("|") + env(name);
+      if (env(name) != nullptr) {
+        job += '|';
+        job += env(name);
+      }
     }
     if (job == "ompi") {
       detail::fail(ErrorCode::invalid_argument, "Open MPI's rank variables are set but no job identifier "
@@ -93,6 +100,9 @@ Placement placement_from_env() {
 }  // namespace
 
 Communicator Communicator::from_env(const CommOptions& options) {
+#ifdef TPCOMM_HAVE_MPI
+  if (auto communicator = detail::communicator_from_mpi_launch(options)) return std::move(*communicator);
+#endif
   const Placement placement = placement_from_env();
   return create(placement.rank, placement.world_size, placement.job_id, options);
 }

@@ -10,18 +10,18 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <algorithm>
-#include <cstring>
-#include <span>
-#include <vector>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "algorithms/all_reduce.hpp"
 #include "algorithms/collectives.hpp"
@@ -433,7 +433,14 @@ class ShmCommunicator final : public Communicator::Impl {
     // The child's job id extends the parent's, so groups of different parents,
     // splits or colors never share a segment name.
     const std::string child_job = job_id_ + ".s" + std::to_string(split_index) + ".c" + std::to_string(color);
-    return Communicator::create(new_rank, static_cast<int>(members.size()), child_job, options_);
+    CommOptions child_options = options_;
+    child_options.timeout = timeout();  // the current one, set_timeout included
+    Communicator child = Communicator::create(new_rank, static_cast<int>(members.size()), child_job, child_options);
+    // A group is as oversubscribed as its parent: its siblings share the CPUs.
+    auto& child_impl = static_cast<ShmCommunicator&>(CommunicatorImplementation::impl_of(child));
+    child_impl.channel_.policy().spin_count = std::min(child_impl.channel_.policy().spin_count,
+                                                       channel_.policy().spin_count);
+    return child;
   }
 
   SharedBuffer alloc_shared(std::size_t bytes) override {

@@ -63,6 +63,7 @@ namespace detail {
 class CommunicatorImplementation {
  public:
   static Communicator wrap(std::unique_ptr<Communicator::Impl> impl) { return Communicator(std::move(impl)); }
+  static Communicator::Impl& impl_of(Communicator& communicator) { return *communicator.impl_; }
 };
 }  // namespace detail
 

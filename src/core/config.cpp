@@ -19,6 +19,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_NT_MIN_BYTES", "1M", "chunks of at least this size are copied into staging with non-temporal stores"},
       {"TPCOMM_ISA", "best available", "force the reduction kernel level: scalar or avx2 (read once per process)"},
       {"TPCOMM_RANK, TPCOMM_WORLD_SIZE, TPCOMM_JOB_ID", "-", "set by tpcomm-run; read by from_env"},
+      {"TPCOMM_NODE_ID", "the machine", "under MPI: ranks with the same value form one node (emulate several nodes on one machine)"},
       {"RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID", "-",
        "torchrun's variables; read by from_env when TPCOMM_RANK is absent"},
       {"OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE", "-",

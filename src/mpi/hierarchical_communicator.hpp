@@ -17,11 +17,13 @@
 
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/communicator_impl.hpp"
 #include "mpi/argument_checks.hpp"
+#include "mpi/mpi_error.hpp"
 #include "mpi/mpi_handles.hpp"
 #include "mpi/node_topology.hpp"
 #include "tpcomm/tpcomm.hpp"
@@ -30,6 +32,8 @@ namespace tpcomm::detail {
 
 class HierarchicalCommunicator final : public Communicator::Impl {
  public:
+  // Collective over world (creates the inter-node and point-to-point
+  // communicators). node is this rank's node group, already created.
   HierarchicalCommunicator(MpiComm world, NodeTopology topology, Communicator node, const CommOptions& options);
 
   int rank() const override { return topology_.rank; }
@@ -66,8 +70,7 @@ class HierarchicalCommunicator final : public Communicator::Impl {
   void fold_everywhere(std::byte* data, std::size_t count, DataType acc, ReduceOp op);
   void fold_by_shards(std::byte* data, std::size_t count, DataType acc, ReduceOp op);
   void fold_through_leaders(std::byte* data, std::size_t count, DataType acc, ReduceOp op);
-  // Folds `data` across the members of inter_ in member (= node) order: member
-  // j folds block j from everyone, then everyone gathers the folded blocks.
+  // Folds `data` across the members of inter_ in member (= node) order.
   void fold_across_nodes(std::byte* data, std::size_t count, DataType acc, ReduceOp op);
   // Elements per piece of a reduction: bounds scratch memory and MPI counts.
   std::size_t piece_elements(std::size_t element_bytes) const;
@@ -84,14 +87,13 @@ class HierarchicalCommunicator final : public Communicator::Impl {
   // ---- data movement helpers ----
   void all_gather_common(std::string_view name, const void* send, void* recv, std::span<const std::size_t> counts,
                          DataType dtype);
-  void all_to_all_common(std::string_view name, const std::byte* send, std::span<const std::size_t> send_counts,
+  void all_to_all_common(const std::byte* send, std::span<const std::size_t> send_counts,
                          std::span<const std::size_t> send_displs, std::byte* recv,
                          std::span<const std::size_t> recv_counts, std::span<const std::size_t> recv_displs,
                          DataType dtype, bool check_counts);
   // Every rank compares the counts its senders will send with the counts it
   // expects; all ranks fail together with Error(mismatch) if any differ.
-  void check_all_to_allv_counts(std::span<const std::size_t> send_counts, std::span<const std::size_t> recv_counts,
-                                DataType dtype);
+  void check_all_to_allv_counts(std::span<const std::size_t> send_counts, std::span<const std::size_t> recv_counts);
   void run_point_to_point(std::span<const Communicator::PointToPoint> remote,
                           std::span<const Communicator::PointToPoint> local);
 
@@ -102,15 +104,32 @@ class HierarchicalCommunicator final : public Communicator::Impl {
   // Fails fast if an earlier error failed this communicator.
   void check_usable(std::string_view collective) const;
   // Runs a collective; an error that may have left ranks mid-protocol fails
-  // the communicator for good. `collective` names it in MPI error messages.
+  // the communicator for good.
   template <class Body>
-  auto run_guarded(std::string_view collective, Body body) -> decltype(body());
+  auto run_guarded(std::string_view collective, Body body) -> decltype(body()) {
+    running_ = "rank " + std::to_string(topology_.rank) + ": " + std::string(collective);
+    try {
+      return body();
+    } catch (const Error& error) {
+      failure_.emplace(error);
+      throw;
+    }
+  }
+  // Runs a step on the node's shared-memory communicator; its errors name
+  // local ranks, so they are re-thrown naming this rank and node as well.
+  template <class Body>
+  void on_node(Body body) {
+    try {
+      body();
+    } catch (const Error& error) {
+      throw Error(error.code(), running_ + ": shared-memory step on node " + std::to_string(topology_.node) +
+                                    " (local rank " + std::to_string(topology_.local_rank) + "): " + error.what());
+    }
+  }
   // Throws Error(system) naming the rank, the running collective and `call`.
   void mpi(int code, const char* call) const {
-    if (code != MPI_SUCCESS) fail_mpi_call(code, call);
+    if (code != MPI_SUCCESS) fail_mpi(code, running_ + ": " + call);
   }
-  [[noreturn]] void fail_mpi_call(int code, const char* call) const;
-  std::string context(const char* call) const;
 
   MpiComm world_;
   MpiComm inter_;
@@ -119,8 +138,11 @@ class HierarchicalCommunicator final : public Communicator::Impl {
   Communicator node_;
   CommOptions options_;
   ArgumentChecks checks_;
-  std::string_view running_ = "";
+  int inter_rank_ = 0;
+  int inter_size_ = 1;
+  std::string running_;               // "rank R: collective", for error messages
   std::optional<Error> failure_;
+  MpiRequests requests_;
   std::vector<std::byte> scratch_;   // the accumulation buffer of a reduction piece
   std::vector<std::byte> exchange_;  // blocks received from other nodes
 };

@@ -10,8 +10,8 @@
 namespace tpcomm::detail {
 
 bool NodeTopology::uniform() const {
-  for (const auto& node : members) {
-    if (node.size() != members.front().size()) return false;
+  for (const auto& ranks : members) {
+    if (ranks.size() != members.front().size()) return false;
   }
   return true;
 }
