@@ -1,0 +1,42 @@
+# Runs the command after "--" and checks both its exit status and its output:
+#   cmake -DEXPECT_RESULT=0 -DEXPECT_REGEX=<regex> -P expect_output.cmake -- <command...>
+# (ctest's PASS_REGULAR_EXPRESSION alone would ignore the exit status.)
+set(command "")
+set(in_command FALSE)
+foreach(i RANGE 1 ${CMAKE_ARGC})
+  if(i EQUAL CMAKE_ARGC)
+    break()
+  endif()
+  if(in_command)
+    list(APPEND command "${CMAKE_ARGV${i}}")
+  elseif(CMAKE_ARGV${i} STREQUAL "--")
+    set(in_command TRUE)
+  endif()
+endforeach()
+if(NOT command)
+  message(FATAL_ERROR "expect_output.cmake: no command after --")
+endif()
+
+execute_process(COMMAND ${command}
+  RESULT_VARIABLE result
+  OUTPUT_VARIABLE output
+  ERROR_VARIABLE output)
+message("${output}")
+if(NOT "${result}" STREQUAL "${EXPECT_RESULT}")
+  message(FATAL_ERROR "exit status ${result}, expected ${EXPECT_RESULT}")
+endif()
+if(DEFINED EXPECT_REGEX AND NOT output MATCHES "${EXPECT_REGEX}")
+  message(FATAL_ERROR "output does not match '${EXPECT_REGEX}'")
+endif()
+# Optionally, the --json report must parse, hold results and agree on 0 wrong.
+if(DEFINED EXPECT_JSON_FILE)
+  file(READ "${EXPECT_JSON_FILE}" json)
+  string(JSON results_length ERROR_VARIABLE json_error LENGTH "${json}" results)
+  if(json_error)
+    message(FATAL_ERROR "${EXPECT_JSON_FILE}: ${json_error}")
+  endif()
+  string(JSON wrong GET "${json}" wrong)
+  if(results_length EQUAL 0 OR NOT wrong EQUAL 0)
+    message(FATAL_ERROR "${EXPECT_JSON_FILE}: ${results_length} results, ${wrong} wrong")
+  endif()
+endif()
