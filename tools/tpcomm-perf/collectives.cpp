@@ -162,6 +162,26 @@ void expect_all_to_all(DataType dtype, ReduceOp /*op*/, const std::vector<const 
   concatenate(inputs, static_cast<std::size_t>(me.rank), block_of(shape.recv_count, me), out, dtype);
 }
 
+// ---- sendrecv: a ring exchange; every rank sends to the next and receives from the
+// previous one in one batch (nccl-tests' sendrecv) ----------------------------------
+void run_sendrecv(Communicator& comm, const void* send, void* recv, const Shape& shape, DataType dtype,
+                  ReduceOp /*op*/, const Participant& me) {
+  if (me.world_size == 1) {
+    std::memcpy(recv, send, shape.recv_count * dtype_size(dtype));
+    return;
+  }
+  using Op = Communicator::PointToPoint;
+  const Op ops[] = {
+      {Op::Kind::recv, recv, shape.recv_count, dtype, (me.rank + me.world_size - 1) % me.world_size},
+      {Op::Kind::send, const_cast<void*>(send), shape.send_count, dtype, (me.rank + 1) % me.world_size}};
+  comm.batch(ops);
+}
+void expect_sendrecv(DataType dtype, ReduceOp /*op*/, const std::vector<const void*>& inputs, void* out,
+                     const Shape& shape, const Participant& me) {
+  const auto previous = static_cast<std::size_t>((me.rank + me.world_size - 1) % me.world_size);
+  copy_elements(out, 0, inputs[previous], 0, shape.recv_count, dtype);
+}
+
 // ---- barrier: no data, time only ---------------------------------------------------
 Shape empty_shape(std::size_t /*count*/, const Participant& /*me*/) { return layout(0, 0); }
 void run_barrier(Communicator& comm, const void* /*send*/, void* /*recv*/, const Shape& /*shape*/,
@@ -254,6 +274,17 @@ constexpr std::array table{
                .shape = same_size_shape,
                .run = run_all_to_all,
                .expect = expect_all_to_all,
+               .algorithm = no_algorithm},
+    Collective{.name = "sendrecv",
+               .has_payload = true,
+               .reduces = false,
+               .rooted = false,
+               .in_place = false,
+               .bus_factor = rooted_bus_factor,
+               .usable_count = any_count,
+               .shape = same_size_shape,
+               .run = run_sendrecv,
+               .expect = expect_sendrecv,
                .algorithm = no_algorithm},
     Collective{.name = "barrier",
                .has_payload = false,

@@ -49,6 +49,9 @@ struct Collective {
   bool reduces;
   // Whether --root applies.
   bool rooted;
+  // Whether an in-place form exists (sendrecv has none: it sends and receives
+  // at once, so its buffers must be distinct).
+  bool in_place = true;
   double (*bus_factor)(int world_size);
   // Largest message of at most `count` elements the collective can move (a
   // multiple of world_size for the block collectives); 0 if none.

@@ -21,6 +21,7 @@
 #include "options.hpp"
 #include "reference.hpp"
 #include "report.hpp"
+#include "core/config.hpp"
 #include "tpcomm/tpcomm.hpp"
 
 namespace tpcomm::perf {
@@ -178,7 +179,7 @@ int leave_together(Communicator& comm, int status) {
   return status;
 }
 
-int run(Communicator& comm, const PerfOptions& options) {
+int run(Communicator& comm, const PerfOptions& options, bool prints) {
   const Collective& collective = *find_collective(options.op);
   const std::vector<std::size_t> counts = sweep_counts(options, collective, comm.world_size());
   std::optional<std::ofstream> json;
@@ -187,11 +188,11 @@ int run(Communicator& comm, const PerfOptions& options) {
     json = open_json(comm, options);
   } catch (const OptionError& e) {
     // Every rank reaches the same verdict; one report is enough.
-    if (comm.rank() == 0) std::fprintf(stderr, "tpcomm-perf: %s\n", e.what());
+    if (comm.rank() == 0 && prints) std::fprintf(stderr, "tpcomm-perf: %s\n", e.what());
     return leave_together(comm, 2);
   }
   Runner runner(comm, options, collective, counts);
-  const bool prints = comm.rank() == 0;
+  prints = prints && comm.rank() == 0;
   const TableWriter table(stdout, options, collective, comm.world_size());
   if (prints) table.header();
 
@@ -199,7 +200,7 @@ int run(Communicator& comm, const PerfOptions& options) {
   for (const std::size_t count : counts) {
     const Record out_of_place = runner.measure(count, false);
     records.push_back(out_of_place);
-    if (collective.has_payload) {
+    if (collective.has_payload && collective.in_place) {
       const Record in_place = runner.measure(count, true);
       records.push_back(in_place);
       if (prints) table.row(out_of_place, &in_place);
@@ -220,6 +221,38 @@ int run(Communicator& comm, const PerfOptions& options) {
     }
   }
   return leave_together(comm, status);
+}
+
+// --split N: the same benchmark inside N concurrent groups of consecutive
+// ranks, so the cost of groups sharing the machine can be measured. Group 0's
+// rank 0 prints; the exit status is the worst over all ranks.
+int run_in_groups(Communicator& world, const PerfOptions& options) {
+  const auto groups = static_cast<int>(options.split);
+  if (world.world_size() % groups != 0) {
+    if (world.rank() == 0) {
+      std::fprintf(stderr, "tpcomm-perf: --split %d does not divide the %d ranks into equal groups\n", groups,
+                   world.world_size());
+    }
+    return leave_together(world, 2);
+  }
+  const int size = world.world_size() / groups;
+  std::optional<Communicator> group = world.split(world.rank() / size, world.rank());
+  std::int64_t status = run(*group, options, world.rank() == 0);
+  world.all_reduce(&status, &status, 1, DataType::i64, ReduceOp::max);
+  return static_cast<int>(status);
+}
+
+// The library's configuration table (every environment variable it reads).
+void print_config(std::FILE* out) {
+  std::fprintf(out, "# tpcomm configuration (read when a communicator is created)\n");
+  for (const auto& variable : tpcomm::detail::config_variables()) {
+    const char* value = nullptr;
+    if (variable.name.find(',') == std::string_view::npos) value = std::getenv(std::string(variable.name).c_str());
+    std::fprintf(out, "%-40.*s default %-14.*s %s%s\n  %.*s\n", static_cast<int>(variable.name.size()),
+                 variable.name.data(), static_cast<int>(variable.default_value.size()),
+                 variable.default_value.data(), value != nullptr ? "now " : "", value != nullptr ? value : "",
+                 static_cast<int>(variable.meaning.size()), variable.meaning.data());
+  }
 }
 
 // Before the communicator exists, the launcher's variables are the only way to
@@ -255,13 +288,22 @@ int main(int argc, char** argv) {
   // The library reads TPCOMM_ALGO when the communicator is created.
   if (!options.algo.empty()) setenv("TPCOMM_ALGO", options.algo.c_str(), 1);
 
+  if (options.print_config) {
+    if (rank_label == "0" || rank_label == "?") print_config(stdout);
+    return 0;
+  }
+
   try {
-    tpcomm::Communicator comm = tpcomm::Communicator::from_env();
-    rank_label = std::to_string(comm.rank());
-    return run(comm, options);
+    tpcomm::Communicator world = tpcomm::Communicator::from_env();
+    rank_label = std::to_string(world.rank());
+    if (options.split <= 1) return run(world, options, true);
+    return run_in_groups(world, options);
   } catch (const std::exception& e) {
-    // tpcomm::Error and anything else (allocation failure) alike.
-    std::fprintf(stderr, "tpcomm-perf: rank %s: %s\n", rank_label.c_str(), e.what());
+    // tpcomm::Error and anything else (allocation failure) alike. The
+    // library's messages already start with the rank.
+    const std::string what = e.what();
+    if (what.rfind("rank ", 0) == 0) std::fprintf(stderr, "tpcomm-perf: %s\n", what.c_str());
+    else std::fprintf(stderr, "tpcomm-perf: rank %s: %s\n", rank_label.c_str(), what.c_str());
     return 1;
   }
 }

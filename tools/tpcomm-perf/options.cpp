@@ -132,6 +132,12 @@ constexpr std::array option_table{
                  o.json_path = v;
                }},
     OptionSpec{"algo", '\0', true, set_algo},
+    OptionSpec{"split", '\0', true,
+               [](PerfOptions& o, std::string_view v) {
+                 o.split = parse_count("--split", v, 1);
+                 if (o.split > TPCOMM_MAX_WORLD_SIZE) throw OptionError("--split " + std::string(v) + " is too large");
+               }},
+    OptionSpec{"print-config", '\0', false, [](PerfOptions& o, std::string_view) { o.print_config = true; }},
     OptionSpec{"help", 'h', false, [](PerfOptions& o, std::string_view) { o.help = true; }},
 };
 
@@ -260,6 +266,9 @@ place, in the style of nccl-tests. Run it under a launcher, e.g.
       --no-check       skip checking (checking needs world_size x max-bytes of scratch per rank)
       --json FILE      also write the settings and results as JSON (rank 0)
       --algo NAME      all_reduce algorithm: one_shot, two_shot, auto (sets TPCOMM_ALGO)
+      --split N        run inside N concurrent equal groups of consecutive ranks
+                       (cost of concurrent groups); group 0's figures are printed
+      --print-config   print the library's environment variables and exit
   -h, --help           show this text
 
 Every iteration rewrites the input with a new pattern (untimed), synchronises

@@ -36,6 +36,10 @@ struct PerfOptions {
   std::string json_path;
   // Empty: TPCOMM_ALGO is left as the environment has it.
   std::string algo;
+  // Run inside this many concurrent equal groups of consecutive ranks.
+  std::size_t split = 1;
+  // Print the library's configuration variables and exit.
+  bool print_config = false;
   bool help = false;
 };
 

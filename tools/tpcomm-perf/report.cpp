@@ -87,6 +87,9 @@ TableWriter::TableWriter(std::FILE* out, const PerfOptions& options, const Colle
 void TableWriter::header() const {
   std::fprintf(out_, "# tpcomm-perf: op %.*s, %d rank%s", static_cast<int>(collective_.name.size()),
                collective_.name.data(), world_size_, world_size_ == 1 ? "" : "s");
+  if (options_.split > 1) {
+    std::fprintf(out_, " in each of %zu concurrent groups (figures of group 0)", options_.split);
+  }
   if (collective_.has_payload)
     std::fprintf(out_, ", dtype %.*s", static_cast<int>(dtype_name(options_.dtype).size()),
                  dtype_name(options_.dtype).data());
@@ -132,7 +135,12 @@ void TableWriter::row(const Record& out_of_place, const Record* in_place) const 
                redop_width, static_cast<int>(redop.size()), redop.data(), algo_width,
                out_of_place.algo.c_str());
   print_mode(out_, out_of_place);
-  if (in_place) print_mode(out_, *in_place);
+  if (in_place) {
+    print_mode(out_, *in_place);
+  } else {
+    // No in-place form: keep the columns, mark them absent.
+    std::fprintf(out_, "  %*s %*s %*s %*s", time_width, "-", bw_width, "-", bw_width, "-", wrong_width, "-");
+  }
   std::fprintf(out_, "\n");
   // Rows appear as sizes finish, so a long sweep shows progress.
   std::fflush(out_);
