@@ -81,7 +81,14 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
   };
   Backoff backoff(channel.policy());
   std::uint32_t idle_rounds = 0;
-  bool checks_pending = false;  // set when checks are due; run after one more progress attempt
+  // Peers found dead when the periodic checks fell due. Liveness is sampled
+  // before one more progress attempt: a peer that published its last chunk
+  // and exited normally in between is not a failure.
+  std::vector<int> dead_before_attempt;
+  bool checks_pending = false;
+  auto doing = [&](const Transfer& t) {
+    return std::string(t.is_send ? "receive what this rank sends" : "send what this rank receives");
+  };
   while (pending > 0) {
     bool moved = false;
     for (std::size_t i = 0; i < transfers.size(); ++i) {
@@ -102,18 +109,26 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
       continue;
     }
     if (checks_pending) {
-      // Nothing moved even after the checks fell due: a peer that has exited
-      // (or run out of time) will not move it either.
       checks_pending = false;
       channel.throw_if_aborted(call);
       for (std::size_t i = 0; i < transfers.size(); ++i) {
-        if (!progress[i].done()) {
-          channel.check_peer(transfers[i].peer, backoff, call,
-                             transfers[i].is_send ? "receive what this rank sends" : "send what this rank receives");
+        if (progress[i].done()) continue;
+        const int peer = transfers[i].peer;
+        if (std::find(dead_before_attempt.begin(), dead_before_attempt.end(), peer) != dead_before_attempt.end()) {
+          channel.fail_peer_dead(peer, call, doing(transfers[i]));
         }
+        channel.fail_if_expired(peer, backoff, call, doing(transfers[i]));
       }
     }
-    checks_pending = backoff.pause();
+    if (backoff.pause()) {
+      dead_before_attempt.clear();
+      for (std::size_t i = 0; i < transfers.size(); ++i) {
+        if (!progress[i].done() && !channel.peer_alive(transfers[i].peer)) {
+          dead_before_attempt.push_back(transfers[i].peer);
+        }
+      }
+      checks_pending = true;
+    }
     if ((++idle_rounds & 63) == 0) channel.throw_if_aborted(call);
   }
 }

@@ -141,13 +141,15 @@ bool Backoff::pause() {
 
 bool Backoff::expired() const { return timed_ && clock::now() >= deadline_; }
 
-void ShmChannel::check_peer(int peer, const Backoff& backoff, const CallDescriptor& call, const std::string& what) {
-  if (!peer_alive(peer)) {
-    fail_and_abort(ErrorCode::peer_dead, "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " +
-                                             std::to_string(peer) + " (pid " +
-                                             std::to_string(header_->ranks[peer].pid.load()) +
-                                             ") died while this rank waited for it to " + what);
-  }
+void ShmChannel::fail_peer_dead(int peer, const CallDescriptor& call, const std::string& what) {
+  fail_and_abort(ErrorCode::peer_dead, "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " +
+                                           std::to_string(peer) + " (pid " +
+                                           std::to_string(header_->ranks[peer].pid.load()) +
+                                           ") died while this rank waited for it to " + what);
+}
+
+void ShmChannel::fail_if_expired(int peer, const Backoff& backoff, const CallDescriptor& call,
+                                 const std::string& what) {
   if (backoff.expired()) {
     fail_and_abort(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": " + call.describe() + ": timed out after " +
                                            std::to_string(policy_.timeout.count()) + " s waiting for rank " +
@@ -217,8 +219,13 @@ void ShmChannel::wait_for(int peer, Reached reached, const CallDescriptor& call,
     // The abort flag is one shared, rarely written line: cheap to poll.
     if ((i & 63) == 0 || checks_due) throw_if_aborted(call);
     if (checks_due) {
+      // Liveness first, then one more look: a peer may publish and exit
+      // normally in between, which is success, not a death.
+      const bool alive = peer_alive(peer);
       if (reached()) return;
-      check_peer(peer, backoff, call, std::string(what) + " round " + std::to_string(round));
+      const std::string doing = std::string(what) + " round " + std::to_string(round);
+      if (!alive) fail_peer_dead(peer, call, doing);
+      fail_if_expired(peer, backoff, call, doing);
     }
   }
 }

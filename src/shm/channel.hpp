@@ -139,9 +139,14 @@ class ShmChannel {
   std::uint64_t& sent_to(int peer) { return sent_to_[static_cast<std::size_t>(peer)]; }
   std::uint64_t& received_from(int peer) { return received_from_[static_cast<std::size_t>(peer)]; }
 
-  // Fails (and records the failure for every rank) if `peer` has died or the
-  // wait that `backoff` tracks has run out of time.
-  void check_peer(int peer, const Backoff& backoff, const CallDescriptor& call, const std::string& what);
+  // Whether `peer`'s process still exists (and is not a zombie).
+  bool peer_alive(int peer) const;
+  // Fails (and records the failure for every rank) because `peer` died, or
+  // because the wait that `backoff` tracks has run out of time. The caller
+  // samples liveness *before* its last look for progress: a peer that
+  // published its last round and then exited normally is not a failure.
+  [[noreturn]] void fail_peer_dead(int peer, const CallDescriptor& call, const std::string& what);
+  void fail_if_expired(int peer, const Backoff& backoff, const CallDescriptor& call, const std::string& what);
   [[noreturn]] void fail_and_abort(ErrorCode code, const std::string& message);
 
   // Records the first failure in the shared abort state so every rank fails
@@ -153,7 +158,6 @@ class ShmChannel {
  private:
   template <class Reached>
   void wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what, std::uint64_t round);
-  bool peer_alive(int peer) const;
   std::size_t pair_index(int from, int to) const {
     return static_cast<std::size_t>(from) * static_cast<std::size_t>(world_size_) + static_cast<std::size_t>(to);
   }
