@@ -86,6 +86,7 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
   // and exited normally in between is not a failure.
   std::vector<int> dead_before_attempt;
   bool checks_pending = false;
+  bool blocked = false;  // published in RankInfo once the checks first fall due
   auto doing = [&](const Transfer& t) {
     return std::string(t.is_send ? "receive what this rank sends" : "send what this rank receives");
   };
@@ -106,6 +107,7 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
       backoff.restart();
       idle_rounds = 0;
       checks_pending = false;
+      blocked = false;  // what this rank waits for has changed: record it afresh
       continue;
     }
     if (checks_pending) {
@@ -114,9 +116,20 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
       for (std::size_t i = 0; i < transfers.size(); ++i) {
         if (progress[i].done()) continue;
         const int peer = transfers[i].peer;
+        if (!blocked) {
+          // Record exactly what this transfer waits for (see BlockedNeed).
+          const Transfer& t = transfers[i];
+          if (t.is_send) {
+            channel.set_blocked(call.kind, peer, BlockedNeed::chunk_acked, channel.sent_to(peer) + 1 - 2);
+          } else {
+            channel.set_blocked(call.kind, peer, BlockedNeed::chunk_sent, channel.received_from(peer) + 1);
+          }
+          blocked = true;
+        }
         if (std::find(dead_before_attempt.begin(), dead_before_attempt.end(), peer) != dead_before_attempt.end()) {
           channel.fail_peer_dead(peer, call, doing(transfers[i]));
         }
+        channel.fail_if_cross_blocked(peer, call);
         channel.fail_if_expired(peer, backoff, call, doing(transfers[i]));
       }
     }
@@ -131,6 +144,7 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
     }
     if ((++idle_rounds & 63) == 0) channel.throw_if_aborted(call);
   }
+  if (blocked) channel.clear_blocked();
 }
 
 }  // namespace tpcomm::detail

@@ -122,6 +122,29 @@ void remove_stale_segments() {
   ::closedir(dir);
 }
 
+// Records a rendezvous failure in the header of segment `name` (mapping only
+// the header), so that ranks already waiting there fail at once instead of at
+// their deadline. Best effort: never throws.
+void post_rendezvous_failure(const std::string& name, int rank, const Error& error) noexcept {
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  struct stat info {};
+  if (::fstat(fd, &info) == 0 && static_cast<std::size_t>(info.st_size) >= sizeof(SegmentHeader)) {
+    void* mapping = ::mmap(nullptr, sizeof(SegmentHeader), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mapping != MAP_FAILED) {
+      AbortState& abort = static_cast<SegmentHeader*>(mapping)->abort;
+      std::uint32_t expected = 0;
+      if (abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
+        abort.rank.store(rank, std::memory_order_relaxed);
+        std::snprintf(abort.message, sizeof(abort.message), "%s", error.what());
+        abort.message_ready.store(1, std::memory_order_release);
+      }
+      ::munmap(mapping, sizeof(SegmentHeader));
+    }
+  }
+  ::close(fd);
+}
+
 bool ranges_overlap(const std::byte* a, std::size_t a_bytes, const std::byte* b, std::size_t b_bytes) {
   const auto a0 = reinterpret_cast<std::uintptr_t>(a);
   const auto b0 = reinterpret_cast<std::uintptr_t>(b);
@@ -222,12 +245,20 @@ class ShmCommunicator final : public Communicator::Impl {
       fail(ErrorCode::invalid_argument, prefix("all_reduce") + "op avg is not defined for integer dtype " +
                                             std::string(dtype_name(dtype)) + " (use sum and divide)");
     }
-    if (count == 0) return;
     if (count > SIZE_MAX / element) {
       fail(ErrorCode::invalid_argument, prefix("all_reduce") + "count " + std::to_string(count) + " x " +
                                             std::to_string(element) + " bytes overflows size_t");
     }
     const std::size_t bytes = count * element;
+    if (count == 0) {
+      CallDescriptor call;
+      call.kind = CollectiveKind::all_reduce;
+      call.dtype = static_cast<std::uint8_t>(dtype);
+      call.op = static_cast<std::uint8_t>(op);
+      call.algorithm = select_algorithm(0).id;
+      descriptor_round(call);
+      return;
+    }
     if (send == nullptr || recv == nullptr) {
       fail(ErrorCode::invalid_argument, prefix("all_reduce") + (send == nullptr ? "send" : "recv") +
                                             " buffer is null with count " + std::to_string(count));
@@ -303,7 +334,10 @@ class ShmCommunicator final : public Communicator::Impl {
     check_usable(name);
     const std::size_t bytes = byte_count(name, count, dtype);
     check_root(name, root);
-    if (bytes == 0) return;
+    if (bytes == 0) {
+      descriptor_round(describe(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root));
+      return;
+    }
     require_buffer(name, recv, "recv");
     if (rank_ == root) {
       require_buffer(name, send, "send");
@@ -320,7 +354,10 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::size_t bytes = byte_count(name, count, dtype);
     check_op(name, dtype, op);
     check_root(name, root);
-    if (bytes == 0) return;
+    if (bytes == 0) {
+      descriptor_round(describe(CollectiveKind::reduce, count, dtype, op, root));
+      return;
+    }
     require_buffer(name, send, "send");
     if (rank_ == root) {
       require_buffer(name, recv, "recv");
@@ -338,7 +375,10 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::size_t bytes = byte_count(name, send_count, dtype);
     const std::size_t total = total_bytes(name, bytes);
     check_root(name, root);
-    if (bytes == 0) return;
+    if (bytes == 0) {
+      descriptor_round(describe(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root));
+      return;
+    }
     require_buffer(name, send, "send");
     if (rank_ == root) {
       require_buffer(name, recv, "recv");
@@ -356,7 +396,10 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::size_t bytes = byte_count(name, recv_count, dtype);
     const std::size_t total = total_bytes(name, bytes);
     check_root(name, root);
-    if (bytes == 0) return;
+    if (bytes == 0) {
+      descriptor_round(describe(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root));
+      return;
+    }
     require_buffer(name, recv, "recv");
     if (rank_ == root) {
       require_buffer(name, send, "send");
@@ -372,7 +415,10 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::string_view name = "all_to_all";
     check_usable(name);
     const std::size_t total = total_bytes(name, byte_count(name, count, dtype));
-    if (total == 0) return;
+    if (total == 0) {
+      descriptor_round(describe(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1));
+      return;
+    }
     require_buffer(name, send, "send");
     require_buffer(name, recv, "recv");
     require_same_or_disjoint(name, send, total, recv, total);
@@ -625,7 +671,10 @@ class ShmCommunicator final : public Communicator::Impl {
       if (counts[r] > SIZE_MAX / element - total) fail(ErrorCode::invalid_argument, prefix(name) + "counts overflow size_t");
       total += counts[r];
     }
-    if (total == 0) return;
+    if (total == 0) {
+      descriptor_round(describe(kind, kind == CollectiveKind::reduce_scatter ? equal_count : hash_counts(counts), dtype, op, -1));
+      return;
+    }
     const std::size_t my_bytes = counts[static_cast<std::size_t>(rank_)] * element;
     require_buffer(name, send, "send");
     if (my_bytes > 0) require_buffer(name, recv, "recv");
@@ -652,7 +701,10 @@ class ShmCommunicator final : public Communicator::Impl {
       if (counts[r] > SIZE_MAX / element - total) fail(ErrorCode::invalid_argument, prefix(name) + "counts overflow size_t");
       total += counts[r];
     }
-    if (total == 0) return;
+    if (total == 0) {
+      descriptor_round(describe(kind, kind == CollectiveKind::all_gather ? equal_count : hash_counts(counts), dtype, ReduceOp::sum, -1));
+      return;
+    }
     const std::size_t my_bytes = counts[static_cast<std::size_t>(rank_)] * element;
     require_buffer(name, recv, "recv");
     if (my_bytes > 0) {
@@ -665,6 +717,24 @@ class ShmCommunicator final : public Communicator::Impl {
     const std::uint64_t described = kind == CollectiveKind::all_gather ? equal_count : hash_counts(counts);
     run_collective(kind, described, dtype, ReduceOp::sum, -1, args,
                    kind == CollectiveKind::all_gather ? &detail::all_gather : &detail::all_gatherv);
+  }
+
+  static CallDescriptor describe(CollectiveKind kind, std::uint64_t count, DataType dtype, ReduceOp op, int root) {
+    CallDescriptor call;
+    call.kind = kind;
+    call.dtype = static_cast<std::uint8_t>(dtype);
+    call.op = static_cast<std::uint8_t>(op);
+    call.root = root;
+    call.count = count;
+    return call;
+  }
+
+  // A call that moves no data still takes part in one round carrying its
+  // descriptor, so that a rank calling with count 0 while another passes a
+  // non-zero count is a mismatch on every rank, not a hang.
+  void descriptor_round(const CallDescriptor& call) {
+    if (world_size_ == 1) return;
+    run_guarded([&] { detail::barrier(channel_, call); });
   }
 
   // Builds the call descriptor and runs the collective under the failure guard.
@@ -734,7 +804,13 @@ class ShmCommunicator final : public Communicator::Impl {
     const SegmentLayout layout = SegmentLayout::compute(world_size_, chunk_bytes_);
     remove_stale_segments();
     ShmSegment::OpenResult result{};
-    segment_ = ShmSegment::create_or_open(name, layout.total_bytes, timeout, &result);
+    try {
+      segment_ = ShmSegment::create_or_open(name, layout.total_bytes, timeout, &result);
+    } catch (const Error& error) {
+      // E.g. a segment of another size: ranks disagree on world or chunk size.
+      if (error.code() == ErrorCode::mismatch) post_rendezvous_failure(name, rank_, error);
+      throw;
+    }
     auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
     const auto start = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
@@ -752,11 +828,13 @@ class ShmCommunicator final : public Communicator::Impl {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       }
       if (header->world_size != static_cast<std::uint32_t>(world_size_) || header->chunk_bytes != chunk_bytes_) {
-        fail(ErrorCode::mismatch, "rank " + std::to_string(rank_) + ": ranks disagree: this rank has world size " +
+        const Error error(ErrorCode::mismatch, "rank " + std::to_string(rank_) + ": ranks disagree: this rank has world size " +
                                       std::to_string(world_size_) + " and chunk " + std::to_string(chunk_bytes_) +
                                       " bytes, the segment was made for world size " +
                                       std::to_string(header->world_size) + " and chunk " +
                                       std::to_string(header->chunk_bytes));
+        post_rendezvous_failure(name, rank_, error);
+        throw error;
       }
     }
     RankInfo& me = header->ranks[rank_];
@@ -775,6 +853,16 @@ class ShmCommunicator final : public Communicator::Impl {
         }
       }
       if (missing.empty()) break;
+      if (const std::uint32_t code = header->abort.code.load(std::memory_order_acquire); code != 0) {
+        // Another rank found the rendezvous broken (e.g. a size mismatch).
+        for (int i = 0; i < 100000 && header->abort.message_ready.load(std::memory_order_acquire) == 0; ++i) {
+          std::this_thread::yield();
+        }
+        throw Error(static_cast<ErrorCode>(code), "rank " + std::to_string(rank_) + ": rendezvous of job '" +
+                                                      std::string(job_id) + "' failed because rank " +
+                                                      std::to_string(header->abort.rank.load()) +
+                                                      " reported: " + header->abort.message);
+      }
       if (elapsed() > timeout) {
         fail(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) +
                                      "' (world size " + std::to_string(world_size_) + ") timed out after " +

@@ -148,6 +148,44 @@ void ShmChannel::fail_peer_dead(int peer, const CallDescriptor& call, const std:
                                            ") died while this rank waited for it to " + what);
 }
 
+void ShmChannel::set_blocked(CollectiveKind kind, int peer, BlockedNeed need, std::uint64_t value) {
+  RankInfo& me = header_->ranks[rank_];
+  me.blocked_on.store(peer + 1, std::memory_order_relaxed);
+  me.blocked_need.store((static_cast<std::uint64_t>(need) << 62) | value, std::memory_order_relaxed);
+  me.blocked_kind.store(static_cast<std::uint32_t>(kind), std::memory_order_release);
+}
+
+void ShmChannel::clear_blocked() { header_->ranks[rank_].blocked_kind.store(0, std::memory_order_release); }
+
+void ShmChannel::fail_if_cross_blocked(int peer, const CallDescriptor& call) {
+  const RankInfo& other = header_->ranks[peer];
+  const auto kind = other.blocked_kind.load(std::memory_order_acquire);
+  if (kind == 0 || other.blocked_on.load(std::memory_order_relaxed) != rank_ + 1) return;
+  const bool mine_is_p2p = call.kind == CollectiveKind::send_recv;
+  const bool theirs_is_p2p = kind == static_cast<std::uint32_t>(CollectiveKind::send_recv);
+  if (mine_is_p2p == theirs_is_p2p) return;  // same kind of call: ordinary waiting
+  // The peer waits for one of this rank's counters. If this rank has already
+  // moved it far enough, the record is stale (the peer will notice and move
+  // on). If not, this rank cannot move it while it is blocked in the other
+  // kind of call, and the peer cannot help this rank: a certain deadlock.
+  const std::uint64_t word = other.blocked_need.load(std::memory_order_relaxed);
+  const auto need = static_cast<BlockedNeed>(word >> 62);
+  const std::uint64_t value = word & ((std::uint64_t{1} << 62) - 1);
+  std::uint64_t have = 0;
+  switch (need) {
+    case BlockedNeed::published: have = ready_[rank_].round.load(std::memory_order_acquire); break;
+    case BlockedNeed::released: have = consumed_[rank_].round.load(std::memory_order_acquire); break;
+    case BlockedNeed::chunk_sent: have = pair_send(rank_, peer).sent.load(std::memory_order_acquire); break;
+    case BlockedNeed::chunk_acked: have = pair_ack(peer, rank_).acked.load(std::memory_order_acquire); break;
+  }
+  if (have >= value) return;
+  fail_and_abort(ErrorCode::mismatch, "mismatched calls: rank " + std::to_string(rank_) + " is in " +
+                                          call.describe() + " waiting for rank " + std::to_string(peer) +
+                                          ", while rank " + std::to_string(peer) + " is in " +
+                                          std::string(collective_name(static_cast<CollectiveKind>(kind))) +
+                                          " waiting for rank " + std::to_string(rank_));
+}
+
 void ShmChannel::fail_if_expired(int peer, const Backoff& backoff, const CallDescriptor& call,
                                  const std::string& what) {
   if (backoff.expired()) {
@@ -210,24 +248,31 @@ bool ShmChannel::peer_alive(int peer) const {
 
 template <class Reached>
 void ShmChannel::wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what,
-                          std::uint64_t round) {
+                          BlockedNeed need, std::uint64_t round) {
   if (reached()) return;
   Backoff backoff(policy_);
+  bool blocked = false;  // published in RankInfo once the checks first fall due
   for (std::uint32_t i = 1;; ++i) {
     const bool checks_due = backoff.pause();
-    if (reached()) return;
+    if (reached()) break;
     // The abort flag is one shared, rarely written line: cheap to poll.
     if ((i & 63) == 0 || checks_due) throw_if_aborted(call);
     if (checks_due) {
+      if (!blocked) {
+        set_blocked(call.kind, peer, need, round);
+        blocked = true;
+      }
       // Liveness first, then one more look: a peer may publish and exit
       // normally in between, which is success, not a death.
       const bool alive = peer_alive(peer);
-      if (reached()) return;
+      if (reached()) break;
       const std::string doing = std::string(what) + " round " + std::to_string(round);
       if (!alive) fail_peer_dead(peer, call, doing);
+      fail_if_cross_blocked(peer, call);
       fail_if_expired(peer, backoff, call, doing);
     }
   }
+  if (blocked) clear_blocked();
 }
 
 void ShmChannel::acquire_slot(std::uint64_t round, const CallDescriptor& call) {
@@ -237,7 +282,7 @@ void ShmChannel::acquire_slot(std::uint64_t round, const CallDescriptor& call) {
     std::atomic<std::uint64_t>& counter = consumed_[peer].round;
     wait_for(
         peer, [&] { return counter.load(std::memory_order_acquire) >= round - 2; }, call, "finish reading",
-        round - 2);
+        BlockedNeed::released, round - 2);
     floor = std::min(floor, counter.load(std::memory_order_relaxed));
   }
   consumed_floor_ = floor;
@@ -259,7 +304,8 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
     if (peer == rank_) continue;
     ReadyLine& line = ready_[peer];
     wait_for(
-        peer, [&] { return line.round.load(std::memory_order_acquire) >= round; }, call, "publish", round);
+        peer, [&] { return line.round.load(std::memory_order_acquire) >= round; }, call, "publish",
+        BlockedNeed::published, round);
     const std::uint64_t theirs0 = line.call[round & 1][0].load(std::memory_order_relaxed);
     const std::uint64_t theirs1 = line.call[round & 1][1].load(std::memory_order_relaxed);
     const std::uint64_t theirs2 = line.call[round & 1][2].load(std::memory_order_relaxed);

@@ -141,6 +141,12 @@ class ShmChannel {
 
   // Whether `peer`'s process still exists (and is not a zombie).
   bool peer_alive(int peer) const;
+  // Slow-path bookkeeping of what this rank is blocked on (see RankInfo), and
+  // the check that `peer` is not blocked on this rank in a different kind of
+  // call, which would be a deadlock: fails with a mismatch if it is.
+  void set_blocked(CollectiveKind kind, int peer, BlockedNeed need, std::uint64_t value);
+  void clear_blocked();
+  void fail_if_cross_blocked(int peer, const CallDescriptor& call);
   // Fails (and records the failure for every rank) because `peer` died, or
   // because the wait that `backoff` tracks has run out of time. The caller
   // samples liveness *before* its last look for progress: a peer that
@@ -157,7 +163,8 @@ class ShmChannel {
 
  private:
   template <class Reached>
-  void wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what, std::uint64_t round);
+  void wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what, BlockedNeed need,
+                std::uint64_t round);
   std::size_t pair_index(int from, int to) const {
     return static_cast<std::size_t>(from) * static_cast<std::size_t>(world_size_) + static_cast<std::size_t>(to);
   }

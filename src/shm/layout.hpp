@@ -39,6 +39,24 @@ static_assert(std::atomic<std::int32_t>::is_always_lock_free, "shared-memory ato
 struct alignas(kCacheLine) RankInfo {
   std::atomic<std::int32_t> pid;       // process id, for liveness checks
   std::atomic<std::uint32_t> arrived;  // set to 1 once this rank has mapped the segment
+  // What this rank is blocked on, written only once a wait has outlasted its
+  // spin phase (never on the hot path): the collective kind and 1 + the rank it
+  // waits for; 0 when not blocked. Two ranks each blocked on the other in
+  // different kinds of call (one in send/recv, one in a collective) can never
+  // make progress: that is reported as a mismatch instead of a timeout.
+  std::atomic<std::uint32_t> blocked_kind;
+  std::atomic<std::int32_t> blocked_on;
+  // Exactly what it waits for, so the awaited rank can tell a stale record
+  // from a real deadlock: (BlockedNeed << 62) | counter value.
+  std::atomic<std::uint64_t> blocked_need;
+};
+
+// What a blocked rank needs from the rank it is blocked on (see RankInfo).
+enum class BlockedNeed : std::uint64_t {
+  published = 0,  // that rank's ready.round >= value
+  released = 1,   // that rank's consumed.round >= value
+  chunk_sent = 2, // that rank's sent count on the pair (it -> blocked rank) >= value
+  chunk_acked = 3 // that rank's ack count on the pair (blocked rank -> it) >= value
 };
 
 // The first error any rank hits is recorded here so that every other rank

@@ -83,7 +83,6 @@ ShmSegment ShmSegment::create_or_open(const std::string& name, std::size_t bytes
   } else {
     if (errno != EEXIST) fail_system("shm_open(" + name + ")", errno);
     *result = OpenResult::opened;
-    segment.linked_ = true;  // every rank may unlink; the first one wins
     file.fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
     if (file.fd < 0) fail_system("shm_open(" + name + ") of an existing segment", errno);
     // The creator may not have sized it yet: wait, bounded, until it has.
@@ -108,6 +107,9 @@ ShmSegment ShmSegment::create_or_open(const std::string& name, std::size_t bytes
   if (mapping == MAP_FAILED) fail_system("mmap(" + name + ", " + std::to_string(bytes) + " bytes)", errno);
   segment.data_ = static_cast<std::byte*>(mapping);
   segment.size_ = bytes;
+  // An opener may unlink only once it has validated and mapped the segment:
+  // one that fails here (a size mismatch) must leave it for the others.
+  segment.linked_ = true;
   return segment;
 }
 
