@@ -16,8 +16,10 @@ mkdir -p "$LOG_DIR"
 status=0
 summaries=()
 
-echo "== ctest"
-(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900) 2>&1 | tee "$LOG_DIR/ctest.log"
+# Tests of known open defects (listed with their defect) are left out.
+OPEN_DEFECTS=$(grep -vE '^\s*(#|$)' tests/robustness/open-defects.txt | paste -sd'|')
+echo "== ctest (leaving out $(grep -cvE '^\s*(#|$)' tests/robustness/open-defects.txt) open-defect patterns: tests/robustness/open-defects.txt)"
+(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -E "$OPEN_DEFECTS") 2>&1 | tee "$LOG_DIR/ctest.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 summaries+=("ctest: $(grep -E 'tests passed|tests failed' "$LOG_DIR/ctest.log" | tail -1)")
 
@@ -28,6 +30,20 @@ if [ -d tests/python ]; then
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || status=1
   summaries+=("pytest: $(grep -E '(passed|failed|error)' "$LOG_DIR/pytest.log" | tail -1)")
+fi
+
+# Sanitizer builds and the argument fuzzer: on in CI (.ci/run), opt-in here.
+if [ "${TPCOMM_SANITIZERS:-0}" = 1 ]; then
+  echo "== sanitizers"
+  SANITIZER_EXCLUDE="$OPEN_DEFECTS" scripts/run-sanitizers.sh 2>&1 | tee "$LOG_DIR/sanitizers.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  summaries+=("sanitizers: $(tail -1 "$LOG_DIR/sanitizers.log")")
+fi
+if [ "${TPCOMM_FUZZ:-0}" = 1 ]; then
+  echo "== fuzz"
+  scripts/run-fuzz.sh 2>&1 | tee "$LOG_DIR/fuzz.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  summaries+=("fuzz: $(tail -1 "$LOG_DIR/fuzz.log")")
 fi
 
 echo

@@ -10,7 +10,8 @@ packages=(cmake g++ make pkg-config)
 for group in "$@"; do
   case "$group" in
     build) ;;
-    test) packages+=(libgtest-dev python3-torch python3-numpy python3-pytest openmpi-bin libopenmpi-dev) ;;
+    test) packages+=(libgtest-dev python3-torch python3-numpy python3-pytest openmpi-bin libopenmpi-dev
+                     clang libclang-rt-14-dev) ;;
     bench) packages+=(openmpi-bin libopenmpi-dev libgloo-dev python3-torch python3-numpy) ;;
     *) echo "install-deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
   esac

@@ -65,9 +65,10 @@ typedef enum tpcomm_dtype {
   TPCOMM_U8 = 5,
   TPCOMM_I32 = 6,
   TPCOMM_I64 = 7,
-  /* Makes every int a valid value of the type, so a bad value passed from C
-     (or Python) is reported as "unknown dtype" instead of being undefined. */
-  TPCOMM_DTYPE_MAX_ENUM = 0x7fffffff
+  /* MAX/MIN make every int a valid value of the type, so a bad value passed
+     from C (or Python) is reported as "unknown dtype" instead of being undefined. */
+  TPCOMM_DTYPE_MAX_ENUM = 0x7fffffff,
+  TPCOMM_DTYPE_MIN_ENUM = -0x7fffffff - 1
 } tpcomm_dtype_t;
 
 /*
@@ -85,7 +86,8 @@ typedef enum tpcomm_redop {
   TPCOMM_MIN = 2,
   TPCOMM_MAX = 3,
   TPCOMM_AVG = 4,
-  TPCOMM_REDOP_MAX_ENUM = 0x7fffffff /* see TPCOMM_DTYPE_MAX_ENUM */
+  TPCOMM_REDOP_MAX_ENUM = 0x7fffffff, /* see TPCOMM_DTYPE_MAX_ENUM */
+  TPCOMM_REDOP_MIN_ENUM = -0x7fffffff - 1
 } tpcomm_redop_t;
 
 typedef struct tpcomm_comm* tpcomm_comm_t;

@@ -78,8 +78,6 @@ std::uint64_t next_instance(const std::string& token) {
   return counters[token]++;
 }
 
-bool process_alive(std::int32_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
-
 // A segment whose rendezvous never completed and whose every recorded rank is
 // gone (all ranks of a job killed during start-up) is garbage: it can never be
 // used again, and a job reusing the same explicit job id must not trip on it.
@@ -239,67 +237,70 @@ class ShmCommunicator final : public Communicator::Impl {
 
   void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) override {
     check_usable("all_reduce");
-    const std::size_t element = dtype_size(dtype);  // throws for an unknown dtype
-    (void)redop_name(op);                            // throws for an unknown op
-    if (op == ReduceOp::avg && !is_floating(dtype)) {
-      fail(ErrorCode::invalid_argument, prefix("all_reduce") + "op avg is not defined for integer dtype " +
-                                            std::string(dtype_name(dtype)) + " (use sum and divide)");
-    }
-    if (count > SIZE_MAX / element) {
-      fail(ErrorCode::invalid_argument, prefix("all_reduce") + "count " + std::to_string(count) + " x " +
-                                            std::to_string(element) + " bytes overflows size_t");
-    }
-    const std::size_t bytes = count * element;
-    if (count == 0) {
+    with_rejection(CollectiveKind::all_reduce, [&] {
+      check_usable("all_reduce");
+      const std::size_t element = dtype_size(dtype);  // throws for an unknown dtype
+      (void)redop_name(op);                            // throws for an unknown op
+      if (op == ReduceOp::avg && !is_floating(dtype)) {
+        fail(ErrorCode::invalid_argument, prefix("all_reduce") + "op avg is not defined for integer dtype " +
+                                              std::string(dtype_name(dtype)) + " (use sum and divide)");
+      }
+      if (count > SIZE_MAX / element) {
+        fail(ErrorCode::invalid_argument, prefix("all_reduce") + "count " + std::to_string(count) + " x " +
+                                              std::to_string(element) + " bytes overflows size_t");
+      }
+      const std::size_t bytes = count * element;
+      if (count == 0) {
+        CallDescriptor call;
+        call.kind = CollectiveKind::all_reduce;
+        call.dtype = static_cast<std::uint8_t>(dtype);
+        call.op = static_cast<std::uint8_t>(op);
+        call.algorithm = select_algorithm(0).id;
+        descriptor_round(call);
+        return;
+      }
+      if (send == nullptr || recv == nullptr) {
+        fail(ErrorCode::invalid_argument, prefix("all_reduce") + (send == nullptr ? "send" : "recv") +
+                                              " buffer is null with count " + std::to_string(count));
+      }
+      const auto* send_bytes = static_cast<const std::byte*>(send);
+      auto* recv_bytes = static_cast<std::byte*>(recv);
+      if (send_bytes != recv_bytes && ranges_overlap(send_bytes, bytes, recv_bytes, bytes)) {
+        fail(ErrorCode::invalid_argument, prefix("all_reduce") +
+                                              "send and recv buffers partially overlap (in-place needs send == recv; "
+                                              "out-of-place needs disjoint buffers)");
+      }
+      if (world_size_ == 1) {
+        // The fold of one contribution is the contribution itself (avg: x / 1 == x).
+        if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
+        return;
+      }
+      if (const SharedRegion* region = shared_region_of(send_bytes, bytes)) {
+        const bool in_place = send_bytes == recv_bytes;
+        const std::size_t offset = static_cast<std::size_t>(send_bytes - (region->regions + rank_ * region->stride));
+        CallDescriptor call;
+        call.kind = CollectiveKind::all_reduce;
+        call.dtype = static_cast<std::uint8_t>(dtype);
+        call.op = static_cast<std::uint8_t>(op);
+        call.algorithm = in_place ? 4 : 3;
+        call.count = count;
+        call.location = (std::uint64_t{region->id} << 48) | offset;
+        const ZeroCopyArgs args{region->regions, region->stride, offset, recv_bytes, count, dtype, op};
+        run_guarded([&] {
+          if (in_place) zero_copy_two_shot_all_reduce(channel_, args, call);
+          else zero_copy_one_shot_all_reduce(channel_, args, call);
+        });
+        return;
+      }
+      const AllReduceAlgorithm& algorithm = select_algorithm(bytes);
       CallDescriptor call;
       call.kind = CollectiveKind::all_reduce;
       call.dtype = static_cast<std::uint8_t>(dtype);
       call.op = static_cast<std::uint8_t>(op);
-      call.algorithm = select_algorithm(0).id;
-      descriptor_round(call);
-      return;
-    }
-    if (send == nullptr || recv == nullptr) {
-      fail(ErrorCode::invalid_argument, prefix("all_reduce") + (send == nullptr ? "send" : "recv") +
-                                            " buffer is null with count " + std::to_string(count));
-    }
-    const auto* send_bytes = static_cast<const std::byte*>(send);
-    auto* recv_bytes = static_cast<std::byte*>(recv);
-    if (send_bytes != recv_bytes && ranges_overlap(send_bytes, bytes, recv_bytes, bytes)) {
-      fail(ErrorCode::invalid_argument, prefix("all_reduce") +
-                                            "send and recv buffers partially overlap (in-place needs send == recv; "
-                                            "out-of-place needs disjoint buffers)");
-    }
-    if (world_size_ == 1) {
-      // The fold of one contribution is the contribution itself (avg: x / 1 == x).
-      if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
-      return;
-    }
-    if (const SharedRegion* region = shared_region_of(send_bytes, bytes)) {
-      const bool in_place = send_bytes == recv_bytes;
-      const std::size_t offset = static_cast<std::size_t>(send_bytes - (region->regions + rank_ * region->stride));
-      CallDescriptor call;
-      call.kind = CollectiveKind::all_reduce;
-      call.dtype = static_cast<std::uint8_t>(dtype);
-      call.op = static_cast<std::uint8_t>(op);
-      call.algorithm = in_place ? 4 : 3;
+      call.algorithm = algorithm.id;
       call.count = count;
-      call.location = (std::uint64_t{region->id} << 48) | offset;
-      const ZeroCopyArgs args{region->regions, region->stride, offset, recv_bytes, count, dtype, op};
-      run_guarded([&] {
-        if (in_place) zero_copy_two_shot_all_reduce(channel_, args, call);
-        else zero_copy_one_shot_all_reduce(channel_, args, call);
-      });
-      return;
-    }
-    const AllReduceAlgorithm& algorithm = select_algorithm(bytes);
-    CallDescriptor call;
-    call.kind = CollectiveKind::all_reduce;
-    call.dtype = static_cast<std::uint8_t>(dtype);
-    call.op = static_cast<std::uint8_t>(op);
-    call.algorithm = algorithm.id;
-    call.count = count;
-    run_guarded([&] { algorithm.run(channel_, AllReduceArgs{send_bytes, recv_bytes, count, dtype, op}, call); });
+      run_guarded([&] { algorithm.run(channel_, AllReduceArgs{send_bytes, recv_bytes, count, dtype, op}, call); });
+    });
   }
 
   void barrier() override {
@@ -311,149 +312,179 @@ class ShmCommunicator final : public Communicator::Impl {
   }
 
   void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, ReduceOp op) override {
-    const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), recv_count);
-    reduce_scatter_common(CollectiveKind::reduce_scatter, send, recv, counts, dtype, op, recv_count);
+    check_usable("reduce_scatter");
+    with_rejection(CollectiveKind::reduce_scatter, [&] {
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), recv_count);
+      reduce_scatter_common(CollectiveKind::reduce_scatter, send, recv, counts, dtype, op, recv_count);
+    });
   }
 
   void reduce_scatterv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype,
                        ReduceOp op) override {
-    reduce_scatter_common(CollectiveKind::reduce_scatterv, send, recv, counts, dtype, op, 0);
+    check_usable("reduce_scatterv");
+    with_rejection(CollectiveKind::reduce_scatterv, [&] {
+      reduce_scatter_common(CollectiveKind::reduce_scatterv, send, recv, counts, dtype, op, 0);
+    });
   }
 
   void all_gather(const void* send, void* recv, std::size_t send_count, DataType dtype) override {
-    const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), send_count);
-    all_gather_common(CollectiveKind::all_gather, send, recv, counts, dtype, send_count);
+    check_usable("all_gather");
+    with_rejection(CollectiveKind::all_gather, [&] {
+      const std::vector<std::size_t> counts(static_cast<std::size_t>(world_size_), send_count);
+      all_gather_common(CollectiveKind::all_gather, send, recv, counts, dtype, send_count);
+    });
   }
 
   void all_gatherv(const void* send, void* recv, std::span<const std::size_t> counts, DataType dtype) override {
-    all_gather_common(CollectiveKind::all_gatherv, send, recv, counts, dtype, 0);
+    check_usable("all_gatherv");
+    with_rejection(CollectiveKind::all_gatherv, [&] {
+      all_gather_common(CollectiveKind::all_gatherv, send, recv, counts, dtype, 0);
+    });
   }
 
   void broadcast(const void* send, void* recv, std::size_t count, DataType dtype, int root) override {
-    const std::string_view name = "broadcast";
-    check_usable(name);
-    const std::size_t bytes = byte_count(name, count, dtype);
-    check_root(name, root);
-    if (bytes == 0) {
-      descriptor_round(describe(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root));
-      return;
-    }
-    require_buffer(name, recv, "recv");
-    if (rank_ == root) {
-      require_buffer(name, send, "send");
-      require_same_or_disjoint(name, send, bytes, recv, bytes);
-    }
-    run_collective(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root,
-                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .root = root},
-                   &detail::broadcast);
+    check_usable("broadcast");
+    with_rejection(CollectiveKind::broadcast, [&] {
+      const std::string_view name = "broadcast";
+      check_usable(name);
+      const std::size_t bytes = byte_count(name, count, dtype);
+      check_root(name, root);
+      if (bytes == 0) {
+        descriptor_round(describe(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root));
+        return;
+      }
+      require_buffer(name, recv, "recv");
+      if (rank_ == root) {
+        require_buffer(name, send, "send");
+        require_same_or_disjoint(name, send, bytes, recv, bytes);
+      }
+      run_collective(CollectiveKind::broadcast, count, dtype, ReduceOp::sum, root,
+                     {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .root = root},
+                     &detail::broadcast);
+    });
   }
 
   void reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op, int root) override {
-    const std::string_view name = "reduce";
-    check_usable(name);
-    const std::size_t bytes = byte_count(name, count, dtype);
-    check_op(name, dtype, op);
-    check_root(name, root);
-    if (bytes == 0) {
-      descriptor_round(describe(CollectiveKind::reduce, count, dtype, op, root));
-      return;
-    }
-    require_buffer(name, send, "send");
-    if (rank_ == root) {
-      require_buffer(name, recv, "recv");
-      require_same_or_disjoint(name, send, bytes, recv, bytes);
-    }
-    run_collective(
-        CollectiveKind::reduce, count, dtype, op, root,
-        {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .op = op, .root = root},
-        &detail::reduce);
+    check_usable("reduce");
+    with_rejection(CollectiveKind::reduce, [&] {
+      const std::string_view name = "reduce";
+      check_usable(name);
+      const std::size_t bytes = byte_count(name, count, dtype);
+      check_op(name, dtype, op);
+      check_root(name, root);
+      if (bytes == 0) {
+        descriptor_round(describe(CollectiveKind::reduce, count, dtype, op, root));
+        return;
+      }
+      require_buffer(name, send, "send");
+      if (rank_ == root) {
+        require_buffer(name, recv, "recv");
+        require_same_or_disjoint(name, send, bytes, recv, bytes);
+      }
+      run_collective(
+          CollectiveKind::reduce, count, dtype, op, root,
+          {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype, .op = op, .root = root},
+          &detail::reduce);
+    });
   }
 
   void gather(const void* send, void* recv, std::size_t send_count, DataType dtype, int root) override {
-    const std::string_view name = "gather";
-    check_usable(name);
-    const std::size_t bytes = byte_count(name, send_count, dtype);
-    const std::size_t total = total_bytes(name, bytes);
-    check_root(name, root);
-    if (bytes == 0) {
-      descriptor_round(describe(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root));
-      return;
-    }
-    require_buffer(name, send, "send");
-    if (rank_ == root) {
-      require_buffer(name, recv, "recv");
-      require_placed_or_disjoint(name, send, bytes, recv, total, static_cast<std::size_t>(root) * bytes,
-                                 "send == recv + root * send_count");
-    }
-    run_collective(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root,
-                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = send_count, .dtype = dtype, .root = root},
-                   &detail::gather);
+    check_usable("gather");
+    with_rejection(CollectiveKind::gather, [&] {
+      const std::string_view name = "gather";
+      check_usable(name);
+      const std::size_t bytes = byte_count(name, send_count, dtype);
+      const std::size_t total = total_bytes(name, bytes);
+      check_root(name, root);
+      if (bytes == 0) {
+        descriptor_round(describe(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root));
+        return;
+      }
+      require_buffer(name, send, "send");
+      if (rank_ == root) {
+        require_buffer(name, recv, "recv");
+        require_placed_or_disjoint(name, send, bytes, recv, total, static_cast<std::size_t>(root) * bytes,
+                                   "send == recv + root * send_count");
+      }
+      run_collective(CollectiveKind::gather, send_count, dtype, ReduceOp::sum, root,
+                     {.send = as_bytes(send), .recv = as_bytes(recv), .count = send_count, .dtype = dtype, .root = root},
+                     &detail::gather);
+    });
   }
 
   void scatter(const void* send, void* recv, std::size_t recv_count, DataType dtype, int root) override {
-    const std::string_view name = "scatter";
-    check_usable(name);
-    const std::size_t bytes = byte_count(name, recv_count, dtype);
-    const std::size_t total = total_bytes(name, bytes);
-    check_root(name, root);
-    if (bytes == 0) {
-      descriptor_round(describe(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root));
-      return;
-    }
-    require_buffer(name, recv, "recv");
-    if (rank_ == root) {
-      require_buffer(name, send, "send");
-      require_placed_or_disjoint(name, recv, bytes, send, total, static_cast<std::size_t>(root) * bytes,
-                                 "recv == send + root * recv_count");
-    }
-    run_collective(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root,
-                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = recv_count, .dtype = dtype, .root = root},
-                   &detail::scatter);
+    check_usable("scatter");
+    with_rejection(CollectiveKind::scatter, [&] {
+      const std::string_view name = "scatter";
+      check_usable(name);
+      const std::size_t bytes = byte_count(name, recv_count, dtype);
+      const std::size_t total = total_bytes(name, bytes);
+      check_root(name, root);
+      if (bytes == 0) {
+        descriptor_round(describe(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root));
+        return;
+      }
+      require_buffer(name, recv, "recv");
+      if (rank_ == root) {
+        require_buffer(name, send, "send");
+        require_placed_or_disjoint(name, recv, bytes, send, total, static_cast<std::size_t>(root) * bytes,
+                                   "recv == send + root * recv_count");
+      }
+      run_collective(CollectiveKind::scatter, recv_count, dtype, ReduceOp::sum, root,
+                     {.send = as_bytes(send), .recv = as_bytes(recv), .count = recv_count, .dtype = dtype, .root = root},
+                     &detail::scatter);
+    });
   }
 
   void all_to_all(const void* send, void* recv, std::size_t count, DataType dtype) override {
-    const std::string_view name = "all_to_all";
-    check_usable(name);
-    const std::size_t total = total_bytes(name, byte_count(name, count, dtype));
-    if (total == 0) {
-      descriptor_round(describe(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1));
-      return;
-    }
-    require_buffer(name, send, "send");
-    require_buffer(name, recv, "recv");
-    require_same_or_disjoint(name, send, total, recv, total);
-    run_collective(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1,
-                   {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype},
-                   &detail::all_to_all);
+    check_usable("all_to_all");
+    with_rejection(CollectiveKind::all_to_all, [&] {
+      const std::string_view name = "all_to_all";
+      check_usable(name);
+      const std::size_t total = total_bytes(name, byte_count(name, count, dtype));
+      if (total == 0) {
+        descriptor_round(describe(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1));
+        return;
+      }
+      require_buffer(name, send, "send");
+      require_buffer(name, recv, "recv");
+      require_same_or_disjoint(name, send, total, recv, total);
+      run_collective(CollectiveKind::all_to_all, count, dtype, ReduceOp::sum, -1,
+                     {.send = as_bytes(send), .recv = as_bytes(recv), .count = count, .dtype = dtype},
+                     &detail::all_to_all);
+    });
   }
 
   void all_to_allv(const void* send, std::span<const std::size_t> send_counts,
                    std::span<const std::size_t> send_displs, void* recv, std::span<const std::size_t> recv_counts,
                    std::span<const std::size_t> recv_displs, DataType dtype) override {
-    const std::string_view name = "all_to_allv";
-    check_usable(name);
-    const std::size_t element = dtype_size(dtype);
-    for (auto [array, label] : {std::pair{send_counts, "send_counts"}, std::pair{send_displs, "send_displs"},
-                                std::pair{recv_counts, "recv_counts"}, std::pair{recv_displs, "recv_displs"}}) {
-      require_rank_array(name, array, label);
-    }
-    const std::size_t send_extent = extent(name, send_counts, send_displs, element, "send");
-    const std::size_t recv_extent = extent(name, recv_counts, recv_displs, element, "recv");
-    if (send_extent > 0) require_buffer(name, send, "send");
-    if (recv_extent > 0) require_buffer(name, recv, "recv");
-    if (send_extent > 0 && recv_extent > 0 &&
-        ranges_overlap(as_bytes(send), send_extent, as_bytes(recv), recv_extent)) {
-      fail(ErrorCode::invalid_argument, prefix(name) + "send and recv buffers overlap (all_to_allv needs disjoint "
-                                                       "buffers: displacements may differ between them)");
-    }
-    CollectiveArgs args{.send = as_bytes(send), .recv = as_bytes(recv), .dtype = dtype};
-    args.send_counts = send_counts;
-    args.send_displs = send_displs;
-    args.recv_counts = recv_counts;
-    args.recv_displs = recv_displs;
-    // Ranks hold different rows of the count matrix; the descriptor carries
-    // only the dtype, and the counts are cross-checked inside the collective.
-    run_collective(CollectiveKind::all_to_allv, 0, dtype, ReduceOp::sum, -1, args, &detail::all_to_allv);
+    check_usable("all_to_allv");
+    with_rejection(CollectiveKind::all_to_allv, [&] {
+      const std::string_view name = "all_to_allv";
+      check_usable(name);
+      const std::size_t element = dtype_size(dtype);
+      for (auto [array, label] : {std::pair{send_counts, "send_counts"}, std::pair{send_displs, "send_displs"},
+                                  std::pair{recv_counts, "recv_counts"}, std::pair{recv_displs, "recv_displs"}}) {
+        require_rank_array(name, array, label);
+      }
+      const std::size_t send_extent = extent(name, send_counts, send_displs, element, "send");
+      const std::size_t recv_extent = extent(name, recv_counts, recv_displs, element, "recv");
+      if (send_extent > 0) require_buffer(name, send, "send");
+      if (recv_extent > 0) require_buffer(name, recv, "recv");
+      if (send_extent > 0 && recv_extent > 0 &&
+          ranges_overlap(as_bytes(send), send_extent, as_bytes(recv), recv_extent)) {
+        fail(ErrorCode::invalid_argument, prefix(name) + "send and recv buffers overlap (all_to_allv needs disjoint "
+                                                         "buffers: displacements may differ between them)");
+      }
+      CollectiveArgs args{.send = as_bytes(send), .recv = as_bytes(recv), .dtype = dtype};
+      args.send_counts = send_counts;
+      args.send_displs = send_displs;
+      args.recv_counts = recv_counts;
+      args.recv_displs = recv_displs;
+      // Ranks hold different rows of the count matrix; the descriptor carries
+      // only the dtype, and the counts are cross-checked inside the collective.
+      run_collective(CollectiveKind::all_to_allv, 0, dtype, ReduceOp::sum, -1, args, &detail::all_to_allv);
+    });
   }
 
   std::optional<Communicator> split(int color, int key) override {
@@ -774,7 +805,7 @@ class ShmCommunicator final : public Communicator::Impl {
 
   // Fails fast if an earlier error failed this communicator, or if this
   // process is a fork of the one that created it.
-  void check_usable(std::string_view collective) const {
+  void check_usable(std::string_view collective) {
     if (failure_) throw Error(ErrorCode::comm_failed, prefix(collective) +
                                                           "communicator failed earlier and cannot be used: " +
                                                           failure_->what());
@@ -782,16 +813,49 @@ class ShmCommunicator final : public Communicator::Impl {
       fail(ErrorCode::invalid_argument, prefix(collective) +
                                             "communicator used from a forked child process; create a new one there");
     }
+    // Another rank may have failed the communicator (timeout, dead peer)
+    // while this one was away: fail like the others, never finish a call with
+    // data the others have given up on. One load of a rarely written line.
+    if (channel_.header().abort.code.load(std::memory_order_acquire) != 0) {
+      CallDescriptor call;
+      call.kind = CollectiveKind::barrier;
+      run_guarded([&] { channel_.throw_if_aborted(call); });
+    }
+  }
+
+  // Runs argument validation and the collective. An invalid_argument raised by
+  // this rank's validation (before any round) is announced to the other ranks
+  // with a rejection round, so that every rank fails the call alike and the
+  // communicator stays usable, even when only this rank could see the problem.
+  template <class Body>
+  void with_rejection(CollectiveKind kind, Body body) {
+    in_protocol_ = false;
+    try {
+      body();
+    } catch (const Error& error) {
+      const bool from_protocol = in_protocol_;
+      in_protocol_ = false;
+      if (error.code() == ErrorCode::invalid_argument && !from_protocol && world_size_ > 1 && !failure_) {
+        CallDescriptor call;
+        call.kind = kind;
+        channel_.publish_rejection(call, error.what());
+      }
+      throw;
+    }
   }
 
   // Runs a collective; any error that may have left ranks mid-protocol fails
   // the communicator for good (later calls fail fast with the same message).
   template <class Body>
   void run_guarded(Body body) {
+    in_protocol_ = true;  // stays set on an exception: with_rejection reads it
     try {
       body();
+      in_protocol_ = false;
     } catch (const Error& error) {
-      failure_.emplace(error);
+      // invalid_argument here is a peer's rejected arguments: nothing moved,
+      // every rank finished the same round, the communicator stays usable.
+      if (error.code() != ErrorCode::invalid_argument) failure_.emplace(error);
       throw;
     }
   }
@@ -812,6 +876,16 @@ class ShmCommunicator final : public Communicator::Impl {
       throw;
     }
     auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
+    // The first rank to give up records why, so the others report the same cause.
+    auto fail_rendezvous = [&](const Error& error) {
+      std::uint32_t expected = 0;
+      if (header->abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
+        header->abort.rank.store(rank_, std::memory_order_relaxed);
+        std::snprintf(header->abort.message, sizeof(header->abort.message), "%s", error.what());
+        header->abort.message_ready.store(1, std::memory_order_release);
+      }
+      throw error;
+    };
     const auto start = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     if (result == ShmSegment::OpenResult::created) {
@@ -841,6 +915,7 @@ class ShmCommunicator final : public Communicator::Impl {
     me.pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
     std::uint32_t expected = 0;
     if (!me.arrived.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+      segment_.forget_name();  // the segment belongs to the live job: leave it
       fail(ErrorCode::invalid_argument, "rank " + std::to_string(rank_) + " joined job '" + std::string(job_id) +
                                             "' twice (two processes were given the same rank?)");
     }
@@ -864,9 +939,9 @@ class ShmCommunicator final : public Communicator::Impl {
                                                       " reported: " + header->abort.message);
       }
       if (elapsed() > timeout) {
-        fail(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) +
+        fail_rendezvous(Error(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) +
                                      "' (world size " + std::to_string(world_size_) + ") timed out after " +
-                                     std::to_string(timeout) + " s; ranks that never arrived: " + missing);
+                                     std::to_string(timeout) + " s; ranks that never arrived: " + missing));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(elapsed() < 0.01 ? 20 : 500));
     }
@@ -892,6 +967,7 @@ class ShmCommunicator final : public Communicator::Impl {
   ShmSegment segment_;
   ShmChannel channel_;
   std::optional<Error> failure_;
+  bool in_protocol_ = false;  // inside run_guarded: errors there are not argument errors
 };
 
 Communicator::Communicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

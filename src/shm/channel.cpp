@@ -123,7 +123,10 @@ bool Backoff::pause() {
   if (!timed_) {
     timed_ = true;
     start_ = now;
-    deadline_ = now + std::chrono::duration_cast<clock::duration>(policy_.timeout);
+    // Clamp, so that a huge timeout means "practically never", not an
+    // overflowed deadline in the past.
+    const double seconds = std::min(policy_.timeout.count(), 1e9);
+    deadline_ = now + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
     next_check_ = now;
   }
   if (now - start_ < std::chrono::milliseconds(5)) {
@@ -226,8 +229,7 @@ void ShmChannel::fail_and_abort(ErrorCode code, const std::string& message) {
   throw Error(code, message);
 }
 
-bool ShmChannel::peer_alive(int peer) const {
-  const pid_t pid = header_->ranks[peer].pid.load(std::memory_order_relaxed);
+bool process_alive(std::int32_t pid) {
   if (pid <= 0) return true;  // not known yet
   if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
   // A killed child of a launcher that has not reaped it yet is a zombie: dead too.
@@ -244,6 +246,10 @@ bool ShmChannel::peer_alive(int peer) const {
     }
   }
   return true;
+}
+
+bool ShmChannel::peer_alive(int peer) const {
+  return process_alive(header_->ranks[peer].pid.load(std::memory_order_relaxed));
 }
 
 template <class Reached>
@@ -309,6 +315,16 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
     const std::uint64_t theirs0 = line.call[round & 1][0].load(std::memory_order_relaxed);
     const std::uint64_t theirs1 = line.call[round & 1][1].load(std::memory_order_relaxed);
     const std::uint64_t theirs2 = line.call[round & 1][2].load(std::memory_order_relaxed);
+    if ((theirs0 & kRejectedBit) != 0) {
+      // That rank rejected its arguments before moving anything and has
+      // finished this round; so does this rank, and the communicator stays usable.
+      release(round);
+      throw Error(ErrorCode::invalid_argument,
+                  "rank " + std::to_string(rank_) + ": " + call.describe() + ": rank " + std::to_string(peer) +
+                      " rejected its arguments to " +
+                      std::string(collective_name(static_cast<CollectiveKind>((theirs0 >> 48) & 0xff))) +
+                      ", nothing was moved: " + std::string(header_->rejection[peer]));
+    }
     if (theirs0 != mine0 || theirs1 != mine1 || theirs2 != mine2) {
       const CallDescriptor other = CallDescriptor::unpack(theirs0, theirs1, theirs2);
       fail_and_abort(ErrorCode::mismatch, "mismatched collective calls: rank " + std::to_string(rank_) + " called " +
@@ -320,6 +336,17 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
   copy_to_shared(slot, src, bytes, copy_policy_.streaming_min_bytes);
+}
+
+void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reason) {
+  std::snprintf(header_->rejection[rank_], sizeof(header_->rejection[rank_]), "%s", reason);
+  const std::uint64_t round = next_round();
+  ReadyLine& line = ready_[rank_];
+  line.call[round & 1][0].store(call.word0() | kRejectedBit, std::memory_order_relaxed);
+  line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
+  line.call[round & 1][2].store(call.word2(), std::memory_order_relaxed);
+  line.round.store(round, std::memory_order_release);
+  release(round);
 }
 
 void ShmChannel::release(std::uint64_t round) { consumed_[rank_].round.store(round, std::memory_order_release); }

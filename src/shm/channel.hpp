@@ -60,6 +60,9 @@ struct CallDescriptor {
   bool operator==(const CallDescriptor&) const = default;
 };
 
+// Whether process `pid` exists and is not a zombie (0: unknown, counts as alive).
+bool process_alive(std::int32_t pid);
+
 struct WaitPolicy {
   std::chrono::duration<double> timeout{300.0};
   int spin_count = 4096;  // pause iterations before yielding
@@ -124,6 +127,12 @@ class ShmChannel {
   void wait_all_published(std::uint64_t round, const CallDescriptor& call);
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
+  // This rank rejected the arguments of `call` (an error only it could see,
+  // such as a null buffer on the root): it takes part in one round with a
+  // rejected descriptor and no data, so every rank fails the call with
+  // invalid_argument, and the counters stay in step for the next call.
+  void publish_rejection(const CallDescriptor& call, const char* reason);
+  static constexpr std::uint64_t kRejectedBit = std::uint64_t{1} << 62;
   // Waits until every rank has released `round` (a trailing "done reading"
   // acknowledgement for zero-copy calls, whose inputs are the caller's memory).
   void wait_all_released(std::uint64_t round, const CallDescriptor& call) { acquire_slot(round + 2, call); }

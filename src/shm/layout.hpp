@@ -76,6 +76,9 @@ struct SegmentHeader {
   std::uint64_t total_bytes;
   AbortState abort;
   RankInfo ranks[kMaxWorldSize];
+  // Why a rank last rejected its arguments (see ShmChannel::publish_rejection),
+  // written before the round that announces it.
+  char rejection[kMaxWorldSize][256];
 };
 
 struct alignas(kCacheLine) ReadyLine {

@@ -47,6 +47,7 @@ const std::byte* element(const void* base, std::size_t index, DataType dtype) {
 
 void copy_elements(void* out, std::size_t out_index, const void* in, std::size_t in_index,
                    std::size_t count, DataType dtype) {
+  if (count == 0) return;  // buffers of empty blocks may be null
   std::memcpy(static_cast<std::byte*>(out) + out_index * dtype_size(dtype), element(in, in_index, dtype),
               count * dtype_size(dtype));
 }
