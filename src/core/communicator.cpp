@@ -838,7 +838,7 @@ class ShmCommunicator final : public Communicator::Impl {
       if (error.code() == ErrorCode::invalid_argument && !from_protocol && world_size_ > 1 && !failure_) {
         CallDescriptor call;
         call.kind = kind;
-        channel_.publish_rejection(call, error.what());
+        run_guarded([&] { channel_.publish_rejection(call, error.what()); });
       }
       throw;
     }

@@ -346,6 +346,15 @@ void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reaso
   line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
   line.call[round & 1][2].store(call.word2(), std::memory_order_relaxed);
   line.round.store(round, std::memory_order_release);
+  // Like every round, wait until all ranks have published it: ranks stay at
+  // most one round apart, which the descriptor slots (by round parity) rely on.
+  for (int peer = 0; peer < world_size_; ++peer) {
+    if (peer == rank_) continue;
+    std::atomic<std::uint64_t>& counter = ready_[peer].round;
+    wait_for(
+        peer, [&] { return counter.load(std::memory_order_acquire) >= round; }, call, "publish",
+        BlockedNeed::published, round);
+  }
   release(round);
 }
 
