@@ -35,9 +35,9 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #include <utility>
-#include <string>
 #include <vector>
 
 #include "harness.hpp"
@@ -254,7 +254,8 @@ int run(int argc, char** argv, int rank, int world) {
         }
       }
     }
-    const auto stats = cmp::measure(schedule, variants, barrier, world, call, reduce_max, reduce_min);
+    const auto stats =
+        cmp::measure(schedule, variants, [&barrier] { barrier.wait(); }, world, call, reduce_max, reduce_min);
     for (std::size_t i = 0; i < stats.size(); ++i) {
       any_wrong = any_wrong || stats[i].wrong > 0;
       if (rank == 0) cmp::print_result(schedule, stats[i], world, algorithms[i]);

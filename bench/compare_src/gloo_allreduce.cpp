@@ -11,6 +11,8 @@
 //   gloo_ip       gloo::allreduce with AllreduceOptions, ring, in place (the
 //                 per-call API torch.distributed uses)
 //   gloo_oop      the same, separate input and output
+// GLOO_COMPARE_SYNC=gloo makes the ranks meet in gloo::barrier instead of the
+// shared-memory barrier (to check that the barrier is not what Gloo waits on).
 #include <gloo/allreduce.h>
 #include <gloo/allreduce_ring.h>
 #include <gloo/barrier.h>
@@ -21,8 +23,10 @@
 
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "harness.hpp"
@@ -105,6 +109,13 @@ int run(int argc, char** argv) {
   if (rank != 0) barrier.open(barrier_name, world);
   gloo_barrier();
   if (rank == 0) barrier.unlink();
+  // GLOO_COMPARE_SYNC=gloo: meet in gloo::barrier instead (diagnostic).
+  const char* sync_kind = std::getenv("GLOO_COMPARE_SYNC");
+  const bool gloo_sync = sync_kind != nullptr && std::string_view(sync_kind) == "gloo";
+  const std::function<void()> sync = [&] {
+    if (gloo_sync) gloo_barrier();
+    else barrier.wait();
+  };
 
   const auto reduce_with = [&](std::vector<double>& v, void (*fn)(void*, const void*, const void*, std::size_t)) {
     gloo::AllreduceOptions opts(context);
@@ -174,7 +185,7 @@ int run(int argc, char** argv) {
         };
         variants.push_back(std::move(v));
       }
-      const auto stats = cmp::measure(schedule, variants, barrier, world, call, reduce_max, reduce_min);
+      const auto stats = cmp::measure(schedule, variants, sync, world, call, reduce_max, reduce_min);
       for (const auto& st : stats) {
         any_wrong = any_wrong || st.wrong > 0;
         if (rank == 0)

@@ -170,7 +170,7 @@ class SpinBarrier {
   void open(const std::string& name, int world_size) { map(name, world_size, O_RDWR); }
   void unlink() const { shm_unlink(name_.c_str()); }
   // Yield while waiting even with a CPU per rank: for libraries that progress
-  // in a helper thread bound to the same core (Gloo), a spinning waiter would
+  // in a background thread bound to the same core (Gloo), a spinning waiter would
   // hold that thread off until the next scheduler tick.
   void always_yield() { yield_ = true; }
 
@@ -409,7 +409,7 @@ using ReduceVector = std::function<void(std::vector<double>&)>;
 // variant and its first call in the last round are checked. `call` numbers
 // the calls and must advance identically on all ranks.
 inline std::vector<VariantStats> measure(const Schedule& schedule, std::vector<Variant>& variants,
-                                         SpinBarrier& barrier, int world_size, std::uint64_t& call,
+                                         const std::function<void()>& barrier, int world_size, std::uint64_t& call,
                                          const ReduceVector& reduce_max, const ReduceVector& reduce_min) {
   const std::size_t nv = variants.size();
   std::vector<VariantStats> stats(nv);
@@ -424,13 +424,13 @@ inline std::vector<VariantStats> measure(const Schedule& schedule, std::vector<V
     Variant& var = variants[v];
     const std::uint64_t k = call++;
     var.pattern->write(var.input, var.count, k);
-    barrier.wait();
+    barrier();
     const std::int64_t t0 = now_ns();
     var.run();
     const std::int64_t t1 = now_ns();
     // A rank that is done must not start rewriting its next input (memory
     // traffic) while another rank is still inside the timed call.
-    barrier.wait();
+    barrier();
     if (check) {
       const Pattern::Mismatch m = var.pattern->check(var.result, var.count, k, world_size);
       if (m.wrong != 0 && stats[v].wrong == 0) stats[v].first = m;
