@@ -19,7 +19,8 @@ summaries=()
 # Tests of known open defects (listed with their defect) are left out.
 OPEN_DEFECTS=$(grep -vE '^\s*(#|$)' tests/robustness/open-defects.txt | paste -sd'|')
 echo "== ctest (leaving out $(grep -cvE '^\s*(#|$)' tests/robustness/open-defects.txt) open-defect patterns: tests/robustness/open-defects.txt)"
-(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -E "$OPEN_DEFECTS") 2>&1 | tee "$LOG_DIR/ctest.log"
+# (An empty -E pattern would match, and leave out, every test.)
+(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 ${OPEN_DEFECTS:+-E "$OPEN_DEFECTS"}) 2>&1 | tee "$LOG_DIR/ctest.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 summaries+=("ctest: $(grep -E 'tests passed|tests failed' "$LOG_DIR/ctest.log" | tail -1)")
 
@@ -32,18 +33,29 @@ if [ -d tests/python ]; then
   summaries+=("pytest: $(grep -E '(passed|failed|error)' "$LOG_DIR/pytest.log" | tail -1)")
 fi
 
-# Sanitizer builds and the argument fuzzer: on in CI (.ci/run), opt-in here.
+# The sanitizer builds (AddressSanitizer+UBSan, ThreadSanitizer; about 20
+# minutes on 2 cores): opt-in here with TPCOMM_SANITIZERS=1, always on in CI
+# (.ci/run).
 if [ "${TPCOMM_SANITIZERS:-0}" = 1 ]; then
   echo "== sanitizers"
   SANITIZER_EXCLUDE="$OPEN_DEFECTS" scripts/run-sanitizers.sh 2>&1 | tee "$LOG_DIR/sanitizers.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   summaries+=("sanitizers: $(tail -1 "$LOG_DIR/sanitizers.log")")
 fi
-if [ "${TPCOMM_FUZZ:-0}" = 1 ]; then
+# The libFuzzer target over the C API's argument checks, for a bounded time
+# (FUZZ_SECONDS, default 60 s; about 3 minutes with its clang build): on by
+# default, TPCOMM_FUZZ=0 leaves it out. Skipped, not failed, only if clang or
+# its libFuzzer runtime is missing (run-fuzz.sh exits 77).
+if [ "${TPCOMM_FUZZ:-1}" = 1 ]; then
   echo "== fuzz"
   scripts/run-fuzz.sh 2>&1 | tee "$LOG_DIR/fuzz.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  summaries+=("fuzz: $(tail -1 "$LOG_DIR/fuzz.log")")
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 77 ]; then
+    summaries+=("fuzz: SKIPPED ($(grep -m1 'SKIPPED' "$LOG_DIR/fuzz.log" | sed 's/^run-fuzz.sh: SKIPPED: //'))")
+  else
+    [ "$rc" -eq 0 ] || status=1
+    summaries+=("fuzz: $(tail -1 "$LOG_DIR/fuzz.log")")
+  fi
 fi
 
 echo

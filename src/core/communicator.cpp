@@ -29,6 +29,7 @@
 #include "algorithms/zero_copy.hpp"
 #include "core/communicator_impl.hpp"
 #include "core/config.hpp"
+#include "core/job_token.hpp"
 #include "core/error.hpp"
 #include "shm/channel.hpp"
 #include "shm/layout.hpp"
@@ -55,19 +56,6 @@ int online_cpus() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-// Job ids become part of a file name: keep safe ones readable, hash the rest.
-std::string job_token(std::string_view job_id) {
-  const bool safe = !job_id.empty() && job_id.size() <= 64 &&
-                    job_id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") ==
-                        std::string_view::npos;
-  if (safe) return std::string(job_id);
-  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
-  for (const char c : job_id) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  char text[17];
-  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(hash));
-  return std::string("h") + text;
-}
-
 // Communicators created with the same job id in one process get consecutive
 // instance numbers; every rank creates them in the same order, so the numbers
 // agree and two communicators of one job never share a segment name.
@@ -78,14 +66,11 @@ std::uint64_t next_instance(const std::string& token) {
   return counters[token]++;
 }
 
-// A segment whose rendezvous never completed and whose every recorded rank is
-// gone (all ranks of a job killed during start-up) is garbage: it can never be
-// used again, and a job reusing the same explicit job id must not trip on it.
-bool is_stale(const SegmentHeader& header) {
-  if (header.magic.load(std::memory_order_acquire) != kSegmentMagic || header.world_size == 0 ||
-      header.world_size > static_cast<std::uint32_t>(kMaxWorldSize)) {
-    return false;
-  }
+// Whether every rank recorded in a segment's header is gone (and at least one
+// was recorded). A segment whose rendezvous never completed and whose every
+// recorded rank is dead can never be used again.
+bool all_recorded_dead(const SegmentHeader& header) {
+  if (header.world_size == 0 || header.world_size > static_cast<std::uint32_t>(kMaxWorldSize)) return false;
   bool any_recorded = false;
   for (std::uint32_t r = 0; r < header.world_size; ++r) {
     const std::int32_t pid = header.ranks[r].pid.load(std::memory_order_relaxed);
@@ -96,15 +81,35 @@ bool is_stale(const SegmentHeader& header) {
   return any_recorded;
 }
 
-// Removes stale segments of this user from /dev/shm. Names are unlinked once a
-// rendezvous completes, so only failed start-ups can leave one behind.
-void remove_stale_segments() {
+bool is_stale(const SegmentHeader& header) {
+  return header.magic.load(std::memory_order_acquire) == kSegmentMagic && all_recorded_dead(header);
+}
+
+// The pid in a temporary creation name "<name>.init<pid>", or 0.
+pid_t temporary_owner(const std::string& name) {
+  const std::size_t at = name.rfind(".init");
+  if (at == std::string::npos || at + 5 >= name.size()) return 0;
+  const std::string digits = name.substr(at + 5);
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) return 0;
+  return static_cast<pid_t>(std::stol(digits));
+}
+
+// Removes stale segments of this user from /dev/shm, except `own` (the
+// rendezvous decides about that one): segments of start-ups whose every
+// recorded rank is dead, and temporary creation names whose creator is dead.
+// Names are unlinked once a rendezvous completes, so only failed start-ups
+// leave such files behind.
+void remove_stale_segments(const std::string& own) {
   const std::string prefix = "tpcomm-" + std::to_string(::getuid()) + "-";
   DIR* dir = ::opendir("/dev/shm");
   if (dir == nullptr) return;
   while (const dirent* entry = ::readdir(dir)) {
     const std::string name = entry->d_name;
-    if (name.rfind(prefix, 0) != 0) continue;
+    if (name.rfind(prefix, 0) != 0 || "/" + name == own) continue;
+    if (const pid_t owner = temporary_owner(name); owner != 0) {
+      if (!process_alive(owner)) ::shm_unlink(("/" + name).c_str());
+      continue;
+    }
     const int fd = ::shm_open(("/" + name).c_str(), O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) continue;
     struct stat info {};
@@ -134,6 +139,7 @@ void post_rendezvous_failure(const std::string& name, int rank, const Error& err
       std::uint32_t expected = 0;
       if (abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
         abort.rank.store(rank, std::memory_order_relaxed);
+        abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
         std::snprintf(abort.message, sizeof(abort.message), "%s", error.what());
         abort.message_ready.store(1, std::memory_order_release);
       }
@@ -860,48 +866,73 @@ class ShmCommunicator final : public Communicator::Impl {
     }
   }
 
+  // How long a rank found dead in the rendezvous may stay unreplaced. A job
+  // whose explicit id is reused after a crash finds the crashed job's segment,
+  // its slots held by dead processes; the new job's processes take those
+  // slots over as they arrive. A dead holder that no process replaces within
+  // this time is this job's own dead rank: every rank is told. A holder seen
+  // alive by this rank and dead later is this job's at once: no grace.
+  static constexpr double kReplacementGraceSeconds = 2.0;
+  // A rank arriving at a segment whose rendezvous failed at most this long
+  // ago fails with that failure; an older failed segment whose ranks are all
+  // dead is a crashed job's leftover, replaced by a fresh rendezvous.
+  static constexpr double kRecentFailureSeconds = 5.0;
+
   void rendezvous(std::string_view job_id, double timeout) {
     const std::string token = job_token(job_id);
     const std::string name = "/tpcomm-" + std::to_string(::getuid()) + "-" + token + "-" +
                              std::to_string(next_instance(token)) + "-n" + std::to_string(world_size_);
+    const std::string job = "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) + "'";
     segment_name_ = name;
     const SegmentLayout layout = SegmentLayout::compute(world_size_, chunk_bytes_);
-    remove_stale_segments();
-    ShmSegment::OpenResult result{};
-    try {
-      segment_ = ShmSegment::create_or_open(name, layout.total_bytes, timeout, &result);
-    } catch (const Error& error) {
-      // E.g. a segment of another size: ranks disagree on world or chunk size.
-      if (error.code() == ErrorCode::mismatch) post_rendezvous_failure(name, rank_, error);
-      throw;
-    }
-    auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
-    // The first rank to give up records why, so the others report the same cause.
-    auto fail_rendezvous = [&](const Error& error) {
-      std::uint32_t expected = 0;
-      if (header->abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
-        header->abort.rank.store(rank_, std::memory_order_relaxed);
-        std::snprintf(header->abort.message, sizeof(header->abort.message), "%s", error.what());
-        header->abort.message_ready.store(1, std::memory_order_release);
-      }
-      throw error;
-    };
+    const auto pid = static_cast<std::int32_t>(::getpid());
     const auto start = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-    if (result == ShmSegment::OpenResult::created) {
-      header->world_size = static_cast<std::uint32_t>(world_size_);
-      header->chunk_bytes = chunk_bytes_;
-      header->total_bytes = layout.total_bytes;
-      header->magic.store(kSegmentMagic, std::memory_order_release);
-    } else {
-      while (header->magic.load(std::memory_order_acquire) != kSegmentMagic) {
-        if (elapsed() > timeout) {
-          fail(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": segment " + name +
-                                       " was never initialised by the rank that created it");
-        }
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    remove_stale_segments(name);
+
+    // 1. Create the segment, or join the one of this job. A segment under the
+    //    name is always initialised (see ShmSegment::create_published); one
+    //    that is not, or whose every recorded rank died after its rendezvous
+    //    failed or completed, belongs to no live job and is replaced.
+    bool created = false;
+    for (;;) {
+      auto fresh = ShmSegment::create_published(name, layout.total_bytes, [&](std::byte* data) {
+        auto* header = reinterpret_cast<SegmentHeader*>(data);
+        header->world_size = static_cast<std::uint32_t>(world_size_);
+        header->chunk_bytes = chunk_bytes_;
+        header->total_bytes = layout.total_bytes;
+        header->ranks[rank_].pid.store(pid, std::memory_order_relaxed);
+        header->ranks[rank_].arrived.store(1, std::memory_order_relaxed);
+        header->magic.store(kSegmentMagic, std::memory_order_release);
+      });
+      if (fresh) {
+        segment_ = std::move(*fresh);
+        created = true;
+        break;
       }
-      if (header->world_size != static_cast<std::uint32_t>(world_size_) || header->chunk_bytes != chunk_bytes_) {
+      std::optional<ShmSegment> found = ShmSegment::open_existing(name);
+      if (!found) continue;  // removed since: try to create it again
+      const auto* header = reinterpret_cast<const SegmentHeader*>(found->data());
+      const bool initialised = found->size() >= sizeof(SegmentHeader) &&
+                               header->magic.load(std::memory_order_acquire) == kSegmentMagic;
+      if (!initialised) {
+        found->unlink();  // not made by a tpcomm rendezvous: garbage
+        continue;
+      }
+      // A failure recorded moments ago is this job's own: stay, to be told.
+      const bool failed = header->abort.code.load(std::memory_order_acquire) != 0;
+      const bool failed_recently =
+          failed && monotonic_ns() - header->abort.recorded_ns.load(std::memory_order_relaxed) <=
+                        static_cast<std::int64_t>(kRecentFailureSeconds * 1e9);
+      const bool unusable = header->completed.load(std::memory_order_acquire) != 0 || failed ||
+                            found->size() != layout.total_bytes;
+      if (unusable && !failed_recently && all_recorded_dead(*header)) {
+        found->unlink();  // a dead job's
+        continue;
+      }
+      if (found->size() != layout.total_bytes || header->world_size != static_cast<std::uint32_t>(world_size_) ||
+          header->chunk_bytes != chunk_bytes_) {
+        found->forget_name();  // the live job that made it keeps it
         const Error error(ErrorCode::mismatch, "rank " + std::to_string(rank_) + ": ranks disagree: this rank has world size " +
                                       std::to_string(world_size_) + " and chunk " + std::to_string(chunk_bytes_) +
                                       " bytes, the segment was made for world size " +
@@ -910,46 +941,130 @@ class ShmCommunicator final : public Communicator::Impl {
         post_rendezvous_failure(name, rank_, error);
         throw error;
       }
+      if (header->completed.load(std::memory_order_acquire) != 0) {
+        // A live job finished its rendezvous and is removing the name.
+        found->forget_name();
+        if (elapsed() > timeout) {
+          fail(ErrorCode::timeout, job + " found the segment of a job that already started");
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        continue;
+      }
+      segment_ = std::move(*found);
+      break;
     }
-    RankInfo& me = header->ranks[rank_];
-    me.pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_relaxed);
-    std::uint32_t expected = 0;
-    if (!me.arrived.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-      segment_.forget_name();  // the segment belongs to the live job: leave it
-      fail(ErrorCode::invalid_argument, "rank " + std::to_string(rank_) + " joined job '" + std::string(job_id) +
-                                            "' twice (two processes were given the same rank?)");
+    auto* header = reinterpret_cast<SegmentHeader*>(segment_.data());
+    // On failure the name stays while ranks are still to come (unless the
+    // deadline has passed), so that they find the failure recorded and fail
+    // at once instead of starting a new rendezvous that waits for the dead.
+    // The last rank to arrive removes it; if one never comes, tpcomm-run or
+    // the next job's sweep does (every rank recorded in it is dead by then).
+    auto release_name_on_failure = [&](ErrorCode code) {
+      bool all_arrived = true;
+      for (int r = 0; r < world_size_; ++r) {
+        if (header->ranks[r].arrived.load(std::memory_order_seq_cst) == 0) all_arrived = false;
+      }
+      if (all_arrived || code == ErrorCode::timeout) {
+        segment_.unlink();
+      } else {
+        segment_.forget_name();
+      }
+    };
+    // A failure another rank recorded first: that is the cause every rank
+    // reports (a rank that fails and exits looks dead to the others next).
+    auto throw_recorded_failure = [&](std::uint32_t code) {
+      for (int i = 0; i < 100000 && header->abort.message_ready.load(std::memory_order_acquire) == 0; ++i) {
+        std::this_thread::yield();
+      }
+      release_name_on_failure(static_cast<ErrorCode>(code));
+      throw Error(static_cast<ErrorCode>(code), job + " failed because rank " +
+                                                    std::to_string(header->abort.rank.load()) +
+                                                    " reported: " + header->abort.message);
+    };
+    // The first rank to give up records why, so the others report the same cause.
+    auto fail_rendezvous = [&](const Error& error) {
+      std::uint32_t expected = 0;
+      if (!header->abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
+        throw_recorded_failure(expected);
+      }
+      header->abort.rank.store(rank_, std::memory_order_relaxed);
+      header->abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
+      std::snprintf(header->abort.message, sizeof(header->abort.message), "%s", error.what());
+      header->abort.message_ready.store(1, std::memory_order_release);
+      release_name_on_failure(error.code());
+      throw error;
+    };
+
+    // 2. Claim this rank's slot: free, or held by a dead process (a crashed
+    //    job with the same id). A live holder means two processes were given
+    //    this rank: refuse without touching anything of the job.
+    if (!created) {
+      RankInfo& me = header->ranks[rank_];
+      std::int32_t holder = me.pid.load(std::memory_order_acquire);
+      for (;;) {
+        if (holder != 0 && process_alive(holder)) {
+          segment_.forget_name();  // the segment belongs to the live job: leave it
+          fail(ErrorCode::invalid_argument, "rank " + std::to_string(rank_) + " joined job '" + std::string(job_id) +
+                                                "' twice (two processes were given the same rank?): pid " +
+                                                std::to_string(holder) + " holds it");
+        }
+        if (me.pid.compare_exchange_weak(holder, pid, std::memory_order_acq_rel)) break;
+      }
+      me.arrived.store(1, std::memory_order_seq_cst);
     }
-    // Wait for everybody, bounded; then the name can go: every rank has mapped it.
+
+    // 3. Wait, bounded, until every rank has arrived and is alive.
+    std::vector<double> dead_since(static_cast<std::size_t>(world_size_), -1.0);
+    std::vector<std::int32_t> seen_alive(static_cast<std::size_t>(world_size_), 0);
+    double next_liveness_check = 0;
     for (;;) {
+      // Another rank saw every rank arrived and alive (and may have left
+      // since, even exited): the rendezvous is complete for everybody.
+      if (header->completed.load(std::memory_order_acquire) != 0) break;
       std::string missing;
       for (int r = 0; r < world_size_; ++r) {
         if (header->ranks[r].arrived.load(std::memory_order_acquire) == 0) {
           missing += (missing.empty() ? "" : ", ") + std::to_string(r);
         }
       }
-      if (missing.empty()) break;
-      if (const std::uint32_t code = header->abort.code.load(std::memory_order_acquire); code != 0) {
-        // Another rank found the rendezvous broken (e.g. a size mismatch).
-        for (int i = 0; i < 100000 && header->abort.message_ready.load(std::memory_order_acquire) == 0; ++i) {
-          std::this_thread::yield();
+      const double now = elapsed();
+      std::string dead;  // arrived, died, and not (yet) replaced
+      if (now >= next_liveness_check) {
+        next_liveness_check = now + 0.005;
+        for (int r = 0; r < world_size_; ++r) {
+          const std::int32_t holder = header->ranks[r].pid.load(std::memory_order_acquire);
+          auto& since = dead_since[static_cast<std::size_t>(r)];
+          if (holder == 0 || process_alive(holder)) {
+            since = -1;
+            if (holder != 0) seen_alive[static_cast<std::size_t>(r)] = holder;
+            continue;
+          }
+          if (since < 0) since = now;
+          dead += (dead.empty() ? "" : ", ") + std::to_string(r) + " (pid " + std::to_string(holder) + ")";
+          if (seen_alive[static_cast<std::size_t>(r)] == holder ||
+              now - since >= std::min(kReplacementGraceSeconds, timeout)) {
+            fail_rendezvous(Error(ErrorCode::peer_dead, job + " failed: rank " + std::to_string(r) + " (pid " +
+                                                            std::to_string(holder) +
+                                                            ") died during the rendezvous"));
+          }
         }
-        throw Error(static_cast<ErrorCode>(code), "rank " + std::to_string(rank_) + ": rendezvous of job '" +
-                                                      std::string(job_id) + "' failed because rank " +
-                                                      std::to_string(header->abort.rank.load()) +
-                                                      " reported: " + header->abort.message);
+        if (missing.empty() && dead.empty()) break;
       }
-      if (elapsed() > timeout) {
-        fail_rendezvous(Error(ErrorCode::timeout, "rank " + std::to_string(rank_) + ": rendezvous of job '" + std::string(job_id) +
-                                     "' (world size " + std::to_string(world_size_) + ") timed out after " +
-                                     std::to_string(timeout) + " s; ranks that never arrived: " + missing));
+      if (const std::uint32_t code = header->abort.code.load(std::memory_order_acquire); code != 0) {
+        throw_recorded_failure(code);  // another rank found the rendezvous broken
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(elapsed() < 0.01 ? 20 : 500));
+      if (now > timeout) {
+        fail_rendezvous(Error(ErrorCode::timeout, job + " (world size " + std::to_string(world_size_) + ") timed out after " +
+                                                      std::to_string(timeout) + " s; ranks that never arrived: " +
+                                                      (missing.empty() ? "none" : missing) +
+                                                      (dead.empty() ? "" : "; dead: " + dead)));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(now < 0.01 ? 20 : 500));
     }
-    if (result == ShmSegment::OpenResult::created) {
-      segment_.unlink();
-    } else {
-      segment_.forget_name();
-    }
+    // 4. Everybody has mapped it: the name can go. Any rank may be the one
+    //    left to do it (the creator may have died and been replaced).
+    header->completed.store(1, std::memory_order_release);
+    segment_.unlink();
     channel_ = ShmChannel(segment_.data(), layout, rank_, world_size_);
   }
 

@@ -205,6 +205,7 @@ void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexce
   if (!abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(code), std::memory_order_acq_rel))
     return;  // someone else's failure came first; theirs is the one reported
   abort.rank.store(rank_, std::memory_order_relaxed);
+  abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
   const std::size_t n = std::min(message.size(), sizeof(abort.message) - 1);
   std::memcpy(abort.message, message.data(), n);
   abort.message[n] = '\0';

@@ -20,6 +20,8 @@
 // Every line a rank writes on the hot path is its own cache line: no false sharing.
 #pragma once
 
+#include <time.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -65,13 +67,24 @@ struct alignas(kCacheLine) AbortState {
   std::atomic<std::uint32_t> code;           // 0: healthy; else a tpcomm_status_t, set once by CAS
   std::atomic<std::int32_t> rank;            // the rank that recorded it
   std::atomic<std::uint32_t> message_ready;  // 1 once message is complete (release)
-  char message[1012];
+  // When it was recorded: CLOCK_MONOTONIC (one clock for every process of the
+  // machine) in ns. Tells a failure of this job's start-up from an old one.
+  std::atomic<std::int64_t> recorded_ns;
+  char message[1000];
 };
+
+inline std::int64_t monotonic_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+}
 
 struct SegmentHeader {
   std::atomic<std::uint64_t> magic;  // written last by the creator (release)
   std::uint32_t world_size;
-  std::uint32_t reserved;
+  // Set once every rank has arrived alive: the name is being removed, a
+  // process finding it later must not join.
+  std::atomic<std::uint32_t> completed;
   std::uint64_t chunk_bytes;
   std::uint64_t total_bytes;
   AbortState abort;

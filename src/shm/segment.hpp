@@ -6,7 +6,11 @@
 // has attached (see Communicator), so a crash later leaves nothing behind.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
+#include <functional>
+#include <optional>
 #include <string>
 
 namespace tpcomm::detail {
@@ -28,7 +32,24 @@ class ShmSegment {
   static ShmSegment create_or_open(const std::string& name, std::size_t bytes, double deadline_seconds,
                                    OpenResult* result);
 
-  // Removes the name from /dev/shm (the mapping stays valid). Idempotent.
+  // Creates the segment `name` fully formed or not at all: the memory is
+  // reserved and `initialise` run under a private temporary name
+  // (`name` + ".init" + pid), which is then hard-linked to `name` (atomic,
+  // fails if `name` exists). So a process that finds `name` finds an
+  // initialised segment, and a creator killed half-way leaves only its
+  // temporary name. Returns nullopt if `name` already exists. Throws on errors.
+  static std::optional<ShmSegment> create_published(const std::string& name, std::size_t bytes,
+                                                    const std::function<void(std::byte*)>& initialise);
+  // Opens and maps the existing segment `name` whatever its size (size() tells;
+  // an empty one is not mapped). Returns nullopt if there is none. The object
+  // may unlink the name (see unlink()).
+  static std::optional<ShmSegment> open_existing(const std::string& name);
+  // The temporary name create_published uses for `name` in process `pid`.
+  static std::string temporary_name(const std::string& name, pid_t pid);
+
+  // Removes the name from /dev/shm if it still refers to this segment (never
+  // a newer segment that took the same name); the mapping stays valid.
+  // Idempotent.
   void unlink();
   // Stops this object from unlinking the name on destruction (another rank
   // owns that step).
@@ -45,6 +66,8 @@ class ShmSegment {
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   bool linked_ = false;
+  dev_t device_ = 0;  // identity of the file, so unlink() spares a successor
+  ino_t inode_ = 0;
 };
 
 }  // namespace tpcomm::detail
