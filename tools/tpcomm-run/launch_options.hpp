@@ -70,9 +70,13 @@ inline std::string usage_text() {
       "  -h, --help    print this help and exit\n"
       "\n"
       "When a rank exits with a non-zero status or is killed by a signal, the\n"
-      "other ranks get SIGTERM and tpcomm-run exits with that rank's status\n"
-      "(128+N for signal N). SIGINT, SIGTERM and SIGHUP sent to tpcomm-run are\n"
-      "forwarded to every rank and tpcomm-run exits with 128+N.\n");
+      "other ranks get SIGTERM, and tpcomm-run names the failed rank and exits\n"
+      "with its status (128+N for signal N). If more ranks fail before all have\n"
+      "ended or the grace period is over, a rank killed by a signal that\n"
+      "tpcomm-run did not send is named (the first such), as the likely cause\n"
+      "of the others' errors; otherwise the first rank seen to fail.\n"
+      "SIGINT, SIGTERM and SIGHUP sent to tpcomm-run are forwarded to every rank\n"
+      "and tpcomm-run exits with 128+N.\n");
 }
 
 namespace detail {

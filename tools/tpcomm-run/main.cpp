@@ -24,6 +24,7 @@
 #include <climits>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,6 +33,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/job_token.hpp"
 #include "launch_options.hpp"
 
 namespace {
@@ -359,16 +361,20 @@ class TaggedStream {
 
 // The library unlinks a job's segments as soon as every rank has attached, so
 // leftovers exist only when a rank died during start-up. Segment names are
-// "tpcomm-<uid>-<jobid>-<suffix>"; requiring the '-' after the job id spares
-// another job whose id merely begins with this one.
+// "tpcomm-<uid>-<token>-<instance>-n<world>", possibly with a suffix after
+// that, where the token is what the library makes of the job id: the id itself
+// if it is a plain name, a hash of it otherwise. Neither kind of token contains
+// a '-', so requiring the '-' after the token spares another job whose token
+// merely begins with this one.
 void remove_leftover_segments(const std::string& job_id) {
-  const std::string prefix = concat("tpcomm-", std::to_string(::getuid()), "-", job_id);
+  const std::string prefix =
+      concat("tpcomm-", std::to_string(::getuid()), "-", tpcomm::detail::job_token(job_id), "-");
   std::error_code error;
   std::filesystem::directory_iterator entry("/dev/shm", error);
   int removed = 0;
   for (; !error && entry != std::filesystem::directory_iterator(); entry.increment(error)) {
     const std::string name = entry->path().filename().string();
-    if (name != prefix && !name.starts_with(concat(prefix, "-"))) continue;
+    if (!name.starts_with(prefix)) continue;
     std::error_code remove_error;
     if (std::filesystem::remove(entry->path(), remove_error)) {
       ++removed;
@@ -389,6 +395,18 @@ struct Rank {
   int index = 0;
   pid_t pid = -1;
   bool running = false;
+  // The signals the rank got because the job was being stopped: those sent by
+  // tpcomm-run, and a terminal's Ctrl-C. A death by one of them is a
+  // consequence of the stop, never the cause of a failure.
+  std::set<int> stop_signals;
+};
+
+// A rank that ended unsuccessfully, as tpcomm-run reports it.
+struct RankFailure {
+  int index = 0;
+  pid_t pid = -1;
+  int wait_status = 0;
+  bool killed_by_outside_signal = false;
 };
 
 class Job {
@@ -400,6 +418,7 @@ class Job {
   int run() {
     start_ranks();
     supervise();
+    report_failure();
     for (TaggedStream& stream : streams_) stream.drain_and_close();
     remove_leftover_segments(identity_.job_id);
     return exit_status_.value_or(0);
@@ -494,7 +513,9 @@ class Job {
   bool stopping() const { return kill_deadline_.has_value(); }
 
   // Marks the job as ending: ranks still running when the grace period is
-  // over get SIGKILL. Only the first reason to stop decides the exit status.
+  // over get SIGKILL. Only the first reason to stop decides the exit status,
+  // though when that reason is a failed rank, rank_ended() may still name
+  // another rank as the cause.
   void begin_stop(int exit_status) {
     if (stopping()) return;
     exit_status_ = exit_status;
@@ -502,11 +523,13 @@ class Job {
                                         std::chrono::duration<double>(options_.grace_seconds));
   }
 
-  void signal_running_ranks(int signo) const {
+  void signal_running_ranks(int signo) {
     // A rank that has exited but is not yet reaped is a zombie, so its pid
     // cannot have been reused by an unrelated process.
-    for (const Rank& rank : ranks_) {
-      if (rank.running) ::kill(rank.pid, signo);
+    for (Rank& rank : ranks_) {
+      if (!rank.running) continue;
+      rank.stop_signals.insert(signo);
+      ::kill(rank.pid, signo);
     }
   }
 
@@ -565,43 +588,87 @@ class Job {
     // group, ranks included. Forwarding it as well would interrupt them twice,
     // e.g. raise a second KeyboardInterrupt inside a Python rank's cleanup.
     const bool ranks_already_signalled = signo == SIGINT && code == SI_KERNEL;
-    if (!ranks_already_signalled) signal_running_ranks(signo);
+    if (ranks_already_signalled) {
+      for (Rank& rank : ranks_) {
+        if (rank.running) rank.stop_signals.insert(signo);
+      }
+    } else {
+      signal_running_ranks(signo);
+    }
     if (!stopping()) report(concat("received ", describe_signal(signo), "; stopping all ranks"));
     begin_stop(128 + signo);
   }
 
   void reap_ranks() {
+    const bool was_stopping = stopping();
     for (;;) {
       int status = 0;
       const pid_t pid = ::waitpid(-1, &status, WNOHANG);
       if (pid < 0 && errno == EINTR) continue;
-      if (pid <= 0) return;  // nothing more has ended (0) or no children left
+      if (pid <= 0) break;  // nothing more has ended (0) or no children left
       // Children the process had before it exec'd tpcomm-run are reaped too,
       // and otherwise ignored.
       const auto rank = std::ranges::find(ranks_, pid, &Rank::pid);
       if (rank != ranks_.end()) rank_ended(*rank, status);
     }
+    // The survivors of a failure are asked to stop only after everything that
+    // had already ended is reaped, so that no rank which died before
+    // tpcomm-run looked counts as having got the SIGTERM.
+    if (!was_stopping && stopping()) signal_running_ranks(SIGTERM);
   }
 
+  // Which failed rank is the job's failure. A rank killed by a signal (a
+  // crash, the OOM killer, a kill -9) usually takes the others down with it:
+  // they notice that it is gone and exit with an error of their own, possibly
+  // before tpcomm-run reaps any of them, and waitpid() returns them in no
+  // useful order. So the first failure seen only opens the choice. Until
+  // every rank has ended or the grace period is over, a rank killed by a
+  // signal that is not one of its stop_signals replaces a failure that is a
+  // non-zero exit; between failures of the same kind the first seen stays.
+  // The choice is reported once it is final (report_failure()): one line,
+  // since reporting every rank that ended would bury the cause.
   void rank_ended(Rank& rank, int status) {
     rank.running = false;
-    const bool succeeded = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    // Once the job is being stopped, ranks ending is the expected outcome and
-    // reporting each would bury the original failure.
-    if (succeeded || stopping()) return;
-    report(concat("rank ", std::to_string(rank.index), " (pid ", std::to_string(rank.pid), ") ",
-                  describe_wait_status(status)));
-    begin_stop(exit_status_for(status));
-    signal_running_ranks(SIGTERM);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    const RankFailure failure{
+        .index = rank.index,
+        .pid = rank.pid,
+        .wait_status = status,
+        .killed_by_outside_signal =
+            WIFSIGNALED(status) && !rank.stop_signals.contains(WTERMSIG(status))};
+    if (!stopping()) {
+      failure_ = failure;
+      begin_stop(exit_status_for(status));
+      return;
+    }
+    // Stopped for another reason (a signal to tpcomm-run, a rank that could
+    // not be started): ranks ending is the expected outcome.
+    if (!failure_ || failure_reported_) return;
+    if (failure.killed_by_outside_signal && !failure_->killed_by_outside_signal) {
+      failure_ = failure;
+      exit_status_ = exit_status_for(status);
+    }
+  }
+
+  void report_failure() {
+    if (!failure_ || failure_reported_) return;
+    failure_reported_ = true;
+    report(concat("rank ", std::to_string(failure_->index), " (pid ", std::to_string(failure_->pid),
+                  ") ", describe_wait_status(failure_->wait_status)));
   }
 
   void kill_remaining_ranks() {
+    // A rank that ended within the grace period counts for the choice of the
+    // failure even if its SIGCHLD has not been read yet.
+    reap_ranks();
+    report_failure();
     sigkill_sent_ = true;
-    for (const Rank& rank : ranks_) {
+    for (Rank& rank : ranks_) {
       if (!rank.running) continue;
       report(concat("rank ", std::to_string(rank.index), " (pid ", std::to_string(rank.pid),
                     ") still running ", format_seconds(options_.grace_seconds),
                     " s after being asked to stop; sending SIGKILL"));
+      rank.stop_signals.insert(SIGKILL);
       ::kill(rank.pid, SIGKILL);
     }
   }
@@ -626,6 +693,9 @@ class Job {
   std::optional<Clock::time_point> kill_deadline_;
   bool sigkill_sent_ = false;
   std::optional<int> exit_status_;
+  // Set when a failed rank stopped the job; see rank_ended().
+  std::optional<RankFailure> failure_;
+  bool failure_reported_ = false;
 };
 
 int print_usage_error(const std::string& message) {
