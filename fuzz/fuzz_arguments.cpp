@@ -458,7 +458,8 @@ void one_call(FuzzedDataProvider& in) {
       if (fz_dtype_name(dtype) == nullptr || fz_redop_name(op) == nullptr || fz_status_string(op) == nullptr) {
         broken("a name function returned NULL");
       }
-      (void)tpcomm_all_reduce_algorithm(g_comm, in.ConsumeIntegral<std::size_t>());
+      (void)tpcomm_all_reduce_algorithm(g_comm, in.ConsumeIntegral<std::size_t>(),
+                                        static_cast<tpcomm_dtype_t>(in.ConsumeIntegral<int>()));
       break;
     }
     default: {

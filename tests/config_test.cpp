@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "algorithms/all_reduce.hpp"
 #include "core/config.hpp"
 #include "tpcomm/tpcomm.hpp"
 
@@ -35,4 +36,39 @@ TEST(Config, ReadsTheEnvironmentAndNamesBadValues) {
   }
   ::unsetenv("TPCOMM_TIMEOUT");
   ::unsetenv("TPCOMM_CHUNK_BYTES");
+}
+
+// The default all_reduce algorithm follows the measured crossovers (see
+// default_prefers_one_shot); an explicit limit or a forced name overrides it.
+TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {
+  using tpcomm::DataType;
+  auto pick = [](std::size_t bytes, DataType dtype, int world, std::size_t limit = 0,
+                 std::string_view forced = "auto") {
+    return std::string(tpcomm::detail::select_all_reduce_algorithm(forced, bytes, dtype, world, limit).name);
+  };
+  constexpr std::size_t K = 1024;
+  for (const std::size_t bytes : {K, 64 * K, 2048 * K, std::size_t{1} << 30}) {
+    EXPECT_EQ(pick(bytes, DataType::f32, 2), "one_shot") << bytes;
+    EXPECT_EQ(pick(bytes, DataType::bf16, 2), "one_shot") << bytes;
+  }
+  EXPECT_EQ(pick(256 * K, DataType::f32, 3), "one_shot");
+  EXPECT_EQ(pick(32 * K, DataType::bf16, 3), "one_shot");
+  EXPECT_EQ(pick(64 * K, DataType::bf16, 3), "two_shot");
+  EXPECT_EQ(pick(8 * K, DataType::f32, 4), "one_shot");
+  EXPECT_EQ(pick(16 * K, DataType::f32, 4), "two_shot");
+  EXPECT_EQ(pick(512 * K, DataType::f32, 4), "two_shot");
+  EXPECT_EQ(pick(1024 * K, DataType::f32, 4), "one_shot");
+  EXPECT_EQ(pick(2 * K, DataType::f16, 4), "one_shot");
+  EXPECT_EQ(pick(4 * K, DataType::bf16, 4), "two_shot");
+  EXPECT_EQ(pick(16 * K, DataType::f32, 8), "one_shot");
+  EXPECT_EQ(pick(32 * K, DataType::f32, 8), "two_shot");
+  EXPECT_EQ(pick(4 * K, DataType::bf16, 8), "one_shot");
+  EXPECT_EQ(pick(8 * K, DataType::bf16, 8), "two_shot");
+  // TPCOMM_ONE_SHOT_MAX_BYTES: one limit for every dtype and world size.
+  EXPECT_EQ(pick(64 * K, DataType::bf16, 8, 64 * K), "one_shot");
+  EXPECT_EQ(pick(64 * K + 1, DataType::f32, 2, 64 * K), "two_shot");
+  // TPCOMM_ALGO.
+  EXPECT_EQ(pick(K, DataType::f32, 8, 0, "two_shot"), "two_shot");
+  EXPECT_EQ(pick(1 << 30, DataType::f32, 8, 0, "one_shot"), "one_shot");
+  EXPECT_THROW(pick(K, DataType::f32, 2, 0, "three_shot"), tpcomm::Error);
 }

@@ -227,11 +227,11 @@ int run(int argc, char** argv, int rank, int world) {
           if (name == "tpcomm_oop") {
             v.input = s, v.result = r;
             v.run = [&c, s, r, count, tdt] { c.all_reduce(s, r, count, tdt, tpcomm::ReduceOp::sum); };
-            algorithm = c.all_reduce_algorithm(count * cmp::elem_size(dtype));
+            algorithm = c.all_reduce_algorithm(count * cmp::elem_size(dtype), tdt);
           } else if (name == "tpcomm_ip") {
             v.input = ip, v.result = ip;
             v.run = [&c, ip, count, tdt] { c.all_reduce(ip, ip, count, tdt, tpcomm::ReduceOp::sum); };
-            algorithm = c.all_reduce_algorithm(count * cmp::elem_size(dtype));
+            algorithm = c.all_reduce_algorithm(count * cmp::elem_size(dtype), tdt);
           } else if (name == "tpcomm_zc_oop") {
             v.input = zc, v.result = r;
             v.run = [&c, zc, r, count, tdt] { c.all_reduce(zc, r, count, tdt, tpcomm::ReduceOp::sum); };

@@ -236,10 +236,11 @@ TPCOMM_API tpcomm_status_t tpcomm_free_shared(tpcomm_comm_t comm, void* buffer);
 TPCOMM_API tpcomm_status_t tpcomm_barrier(tpcomm_comm_t comm);
 
 /*
- * Name of the all_reduce algorithm tpcomm would use for this many bytes
- * ("one_shot", "two_shot"), honouring TPCOMM_ALGO. Returns NULL for a NULL comm.
+ * Name of the all_reduce algorithm tpcomm would use for this many bytes of
+ * this dtype ("one_shot", "two_shot"), honouring TPCOMM_ALGO. Returns NULL
+ * for a NULL comm or an unknown dtype.
  */
-TPCOMM_API const char* tpcomm_all_reduce_algorithm(tpcomm_comm_t comm, size_t bytes);
+TPCOMM_API const char* tpcomm_all_reduce_algorithm(tpcomm_comm_t comm, size_t bytes, tpcomm_dtype_t dtype);
 
 #ifdef __cplusplus
 } /* extern "C" */

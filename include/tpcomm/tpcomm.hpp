@@ -258,8 +258,9 @@ class Communicator {
   // inside the regions (two-shot). Every rank must then use the same offset.
   SharedBuffer alloc_shared(std::size_t bytes);
 
-  // Name of the all_reduce algorithm chosen for a message of this many bytes.
-  std::string_view all_reduce_algorithm(std::size_t bytes) const;
+  // Name of the all_reduce algorithm chosen for a message of this many bytes
+  // of this dtype (the crossover depends on the fold's cost per byte).
+  std::string_view all_reduce_algorithm(std::size_t bytes, DataType dtype = DataType::f32) const;
 
   class Impl;
 

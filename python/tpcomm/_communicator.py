@@ -24,7 +24,7 @@ import numpy as np
 from . import _library
 from ._arrays import Adapter, adapter_for
 from ._errors import Error, error_for_status
-from ._types import ReduceOp, parse_op
+from ._types import ReduceOp, parse_dtype, parse_op
 
 __all__ = ["Communicator"]
 
@@ -252,10 +252,10 @@ class Communicator:
         """Change the bound on every later wait on this communicator."""
         _check(_library.lib.tpcomm_comm_set_timeout(self.handle, float(seconds)), "set_timeout")
 
-    def all_reduce_algorithm(self, nbytes: int) -> str:
-        """Name of the all_reduce algorithm chosen for a message of nbytes."""
+    def all_reduce_algorithm(self, nbytes: int, dtype: Any = "f32") -> str:
+        """Name of the all_reduce algorithm chosen for a message of nbytes of dtype."""
         fn = _library.require("tpcomm_all_reduce_algorithm")
-        raw = fn(self.handle, int(nbytes))
+        raw = fn(self.handle, int(nbytes), int(parse_dtype(dtype)))
         return raw.decode() if raw else ""
 
     def barrier(self) -> None:

@@ -69,7 +69,7 @@ _CORE: dict[str, tuple[Any, list[Any]]] = {
 }
 
 _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
-    "tpcomm_all_reduce_algorithm": (c_char_p, [c_void_p, c_size_t]),
+    "tpcomm_all_reduce_algorithm": (c_char_p, [c_void_p, c_size_t, c_int]),
     "tpcomm_reduce_scatter": (_status, [c_void_p, c_void_p, c_void_p, c_size_t, c_int, c_int]),
     "tpcomm_all_gather": (_status, [c_void_p, c_void_p, c_void_p, c_size_t, c_int]),
     "tpcomm_all_gatherv": (_status, [c_void_p, c_void_p, c_void_p, _size_array, c_int]),

@@ -78,14 +78,28 @@ constexpr std::array<AllReduceAlgorithm, 2> kAlgorithms{{
      &two_shot_all_reduce},
 }};
 
-// Default crossover: one-shot reads n slots per rank, two-shot about 3 whatever
-// n. With 2 ranks one-shot wins at every size on the measured machine
-// (docs/performance.md); with more ranks two-shot wins once the message no
-// longer fits in cache.
-std::size_t default_one_shot_max_bytes(int world_size) {
-  if (world_size <= 2) return SIZE_MAX;
-  if (world_size <= 4) return std::size_t{256} << 10;
-  return std::size_t{64} << 10;
+// Default choice. One-shot reads n slots per rank and every rank folds all n
+// contributions; two-shot reads about 3 and folds its own block only, but
+// takes two rounds per chunk. With 2 ranks one-shot wins at every size on the
+// measured machine. With more ranks two-shot wins once one-shot's n-fold
+// redundant fold costs more than two-shot's extra round: sooner for f16/bf16,
+// whose fold converts every element. Measured A/B (default and alternative
+// interleaved in the same processes, 2 CPUs, docs/performance.md):
+//   3 ranks: f32 one-shot at every size measured (4 KiB .. 4 MiB) but 64 KiB;
+//            bf16 one-shot up to 32 KiB, two-shot 1.3-1.4x faster from 64 KiB.
+//   4 ranks: f32 one-shot up to 8 KiB, two-shot 1.1-1.3x faster from 16 KiB to
+//            512 KiB, one-shot 1.2-1.4x faster again from 1 MiB (two-shot's
+//            extra rounds cost more than its saved reads once chunks are
+//            copied in with non-temporal stores); bf16 two-shot from 4 KiB.
+//   8 ranks: f32 one-shot up to 16 KiB, two-shot from 32-64 KiB;
+//            bf16 one-shot at 4 KiB, two-shot 1.5-5x faster from 8 KiB.
+bool default_prefers_one_shot(std::size_t bytes, DataType dtype, int world_size) {
+  const bool converted = dtype == DataType::f16 || dtype == DataType::bf16;
+  constexpr std::size_t KiB = 1024;
+  if (world_size <= 2) return true;
+  if (world_size == 3) return !converted || bytes <= 32 * KiB;
+  if (world_size == 4) return converted ? bytes < 4 * KiB : (bytes <= 8 * KiB || bytes >= 1024 * KiB);
+  return converted ? bytes <= 4 * KiB : bytes <= 16 * KiB;
 }
 
 }  // namespace
@@ -99,15 +113,16 @@ const AllReduceAlgorithm* find_all_reduce_algorithm(std::string_view name) {
   return nullptr;
 }
 
-const AllReduceAlgorithm& select_all_reduce_algorithm(std::string_view forced, std::size_t bytes, int world_size,
-                                                      std::size_t one_shot_max_bytes) {
+const AllReduceAlgorithm& select_all_reduce_algorithm(std::string_view forced, std::size_t bytes, DataType dtype,
+                                                      int world_size, std::size_t one_shot_max_bytes) {
   if (forced != "auto") {
     if (const AllReduceAlgorithm* algorithm = find_all_reduce_algorithm(forced)) return *algorithm;
     fail(ErrorCode::invalid_argument,
          "TPCOMM_ALGO: unknown all_reduce algorithm '" + std::string(forced) + "' (expected auto, one_shot, two_shot)");
   }
-  const std::size_t limit = one_shot_max_bytes != 0 ? one_shot_max_bytes : default_one_shot_max_bytes(world_size);
-  return bytes <= limit ? kAlgorithms[0] : kAlgorithms[1];
+  const bool one_shot = one_shot_max_bytes != 0 ? bytes <= one_shot_max_bytes
+                                                : default_prefers_one_shot(bytes, dtype, world_size);
+  return one_shot ? kAlgorithms[0] : kAlgorithms[1];
 }
 
 }  // namespace tpcomm::detail

@@ -43,9 +43,10 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
 std::span<const AllReduceAlgorithm> all_reduce_algorithms();
 const AllReduceAlgorithm* find_all_reduce_algorithm(std::string_view name);
 
-// The algorithm for a message of `bytes` bytes: `forced` if not "auto",
-// else one_shot up to `one_shot_max_bytes` (0: the default for this world size).
-const AllReduceAlgorithm& select_all_reduce_algorithm(std::string_view forced, std::size_t bytes, int world_size,
-                                                      std::size_t one_shot_max_bytes);
+// The algorithm for a message of `bytes` bytes of `dtype`: `forced` if not
+// "auto", else one_shot up to `one_shot_max_bytes` and two_shot above, or, if
+// that is 0, the measured default for this world size and dtype.
+const AllReduceAlgorithm& select_all_reduce_algorithm(std::string_view forced, std::size_t bytes, DataType dtype,
+                                                      int world_size, std::size_t one_shot_max_bytes);
 
 }  // namespace tpcomm::detail

@@ -373,10 +373,12 @@ tpcomm_status_t tpcomm_barrier(tpcomm_comm_t comm) {
   return guarded([&] { comm_of(comm, "tpcomm_barrier").barrier(); });
 }
 
-const char* tpcomm_all_reduce_algorithm(tpcomm_comm_t comm, size_t bytes) {
+const char* tpcomm_all_reduce_algorithm(tpcomm_comm_t comm, size_t bytes, tpcomm_dtype_t dtype) {
   if (comm == nullptr) return nullptr;
   try {
-    return comm_of(comm, "tpcomm_all_reduce_algorithm").all_reduce_algorithm(bytes).data();
+    return comm_of(comm, "tpcomm_all_reduce_algorithm")
+        .all_reduce_algorithm(bytes, static_cast<tpcomm::DataType>(dtype))
+        .data();
   } catch (...) {
     return nullptr;
   }

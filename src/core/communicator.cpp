@@ -210,7 +210,7 @@ class ShmCommunicator final : public Communicator::Impl {
            "chunk size " + std::to_string(chunk) + " bytes is out of range (4096 .. 1 GiB)");
     }
     chunk_bytes_ = chunk / 64 * 64;  // whole cache lines, so every dtype fits evenly
-    (void)select_all_reduce_algorithm(config_.algorithm, 0, world_size, 0);  // reject a bad TPCOMM_ALGO now
+    (void)select_all_reduce_algorithm(config_.algorithm, 0, DataType::f32, world_size, 0);  // reject a bad TPCOMM_ALGO now
     fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
     options_ = options;
     options_.timeout = std::chrono::duration<double>(timeout);
@@ -235,10 +235,13 @@ class ShmCommunicator final : public Communicator::Impl {
     channel_.policy().timeout = timeout;
   }
 
-  std::string_view all_reduce_algorithm(std::size_t bytes) const override { return select_algorithm(bytes).name; }
+  std::string_view all_reduce_algorithm(std::size_t bytes, DataType dtype) const override {
+    (void)dtype_size(dtype);  // throws for an unknown dtype
+    return select_algorithm(bytes, dtype).name;
+  }
 
-  const AllReduceAlgorithm& select_algorithm(std::size_t bytes) const {
-    return select_all_reduce_algorithm(config_.algorithm, bytes, world_size_, config_.one_shot_max_bytes);
+  const AllReduceAlgorithm& select_algorithm(std::size_t bytes, DataType dtype) const {
+    return select_all_reduce_algorithm(config_.algorithm, bytes, dtype, world_size_, config_.one_shot_max_bytes);
   }
 
   void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) override {
@@ -261,7 +264,7 @@ class ShmCommunicator final : public Communicator::Impl {
         call.kind = CollectiveKind::all_reduce;
         call.dtype = static_cast<std::uint8_t>(dtype);
         call.op = static_cast<std::uint8_t>(op);
-        call.algorithm = select_algorithm(0).id;
+        call.algorithm = select_algorithm(0, dtype).id;
         descriptor_round(call);
         return;
       }
@@ -298,7 +301,7 @@ class ShmCommunicator final : public Communicator::Impl {
         });
         return;
       }
-      const AllReduceAlgorithm& algorithm = select_algorithm(bytes);
+      const AllReduceAlgorithm& algorithm = select_algorithm(bytes, dtype);
       CallDescriptor call;
       call.kind = CollectiveKind::all_reduce;
       call.dtype = static_cast<std::uint8_t>(dtype);
@@ -1192,8 +1195,8 @@ std::optional<Communicator> Communicator::new_group(std::span<const int> ranks) 
   return checked(impl_).new_group(ranks);
 }
 
-std::string_view Communicator::all_reduce_algorithm(std::size_t bytes) const {
-  return checked(impl_).all_reduce_algorithm(bytes);
+std::string_view Communicator::all_reduce_algorithm(std::size_t bytes, DataType dtype) const {
+  return checked(impl_).all_reduce_algorithm(bytes, dtype);
 }
 
 }  // namespace tpcomm

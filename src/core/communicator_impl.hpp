@@ -25,7 +25,7 @@ class Communicator::Impl {
   virtual std::size_t chunk_bytes() const = 0;
   virtual std::chrono::duration<double> timeout() const = 0;
   virtual void set_timeout(std::chrono::duration<double> timeout) = 0;
-  virtual std::string_view all_reduce_algorithm(std::size_t bytes) const = 0;
+  virtual std::string_view all_reduce_algorithm(std::size_t bytes, DataType dtype) const = 0;
 
   virtual void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) = 0;
   virtual void barrier() = 0;

@@ -51,7 +51,7 @@ void HierarchicalCommunicator::set_timeout(std::chrono::duration<double> timeout
   options_.timeout = timeout;
 }
 
-std::string_view HierarchicalCommunicator::all_reduce_algorithm(std::size_t) const {
+std::string_view HierarchicalCommunicator::all_reduce_algorithm(std::size_t, DataType) const {
   return topology_.uniform() ? "hierarchical_shards" : "hierarchical_leaders";
 }
 

@@ -41,7 +41,7 @@ class HierarchicalCommunicator final : public Communicator::Impl {
   std::size_t chunk_bytes() const override { return node_.chunk_bytes(); }
   std::chrono::duration<double> timeout() const override { return node_.timeout(); }
   void set_timeout(std::chrono::duration<double> timeout) override;
-  std::string_view all_reduce_algorithm(std::size_t bytes) const override;
+  std::string_view all_reduce_algorithm(std::size_t bytes, DataType dtype) const override;
 
   void all_reduce(const void* send, void* recv, std::size_t count, DataType dtype, ReduceOp op) override;
   void barrier() override;

@@ -70,8 +70,8 @@ void expect_all_reduce(DataType dtype, ReduceOp op, const std::vector<const void
                        const Shape& shape, const Participant& /*me*/) {
   reference::reduce(dtype, op, inputs, out, shape.recv_count);
 }
-std::string_view all_reduce_algorithm(const Communicator& comm, std::size_t bytes) {
-  return comm.all_reduce_algorithm(bytes);
+std::string_view all_reduce_algorithm(const Communicator& comm, std::size_t bytes, DataType dtype) {
+  return comm.all_reduce_algorithm(bytes, dtype);
 }
 
 // ---- reduce_scatter: rank r keeps block r of the reduction -------------------------
@@ -192,7 +192,7 @@ void run_barrier(Communicator& comm, const void* /*send*/, void* /*recv*/, const
 void expect_nothing(DataType /*dtype*/, ReduceOp /*op*/, const std::vector<const void*>& /*inputs*/,
                     void* /*out*/, const Shape& /*shape*/, const Participant& /*me*/) {}
 
-std::string_view no_algorithm(const Communicator& /*comm*/, std::size_t /*bytes*/) { return "-"; }
+std::string_view no_algorithm(const Communicator& /*comm*/, std::size_t /*bytes*/, DataType /*dtype*/) { return "-"; }
 
 constexpr std::array table{
     Collective{.name = "all_reduce",

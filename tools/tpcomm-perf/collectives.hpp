@@ -65,7 +65,7 @@ struct Collective {
   void (*expect)(DataType dtype, ReduceOp op, const std::vector<const void*>& inputs, void* out,
                  const Shape& shape, const Participant& me);
   // Algorithm the library picks for a message of this many bytes ("-" if none).
-  std::string_view (*algorithm)(const Communicator& comm, std::size_t bytes);
+  std::string_view (*algorithm)(const Communicator& comm, std::size_t bytes, DataType dtype);
 };
 
 std::span<const Collective> collectives();

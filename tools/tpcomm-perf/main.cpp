@@ -103,7 +103,7 @@ class Runner {
             .algbw = algbw,
             .busbw = algbw * collective_.bus_factor(me_.world_size),
             .wrong = wrong,
-            .algo = std::string(collective_.algorithm(comm_, bytes))};
+            .algo = std::string(collective_.algorithm(comm_, bytes, options_.dtype))};
   }
 
  private:
