@@ -14,7 +14,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_TIMEOUT", "300", "seconds any wait may last before failing with an error naming the late rank"},
       {"TPCOMM_CHUNK_BYTES", "1M", "bytes of one staging slot per rank (two slots each); larger messages go in chunks"},
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
-      {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size", "auto picks one_shot up to this message size, two_shot above"},
+      {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size and dtype", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
       {"TPCOMM_NT_MIN_BYTES", "1M", "chunks of at least this size are copied into staging with non-temporal stores"},
       {"TPCOMM_ISA", "best available", "force the reduction kernel level: scalar or avx2 (read once per process)"},
