@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tpcomm needs from Debian's repository, only what is missing.
 #   scripts/install-deps.sh build|test|bench ...
-# build: compiler, CMake; test: + GoogleTest, Python with torch/numpy/pytest,
+# build: compiler, CMake; test: + GoogleTest, Python with torch (and its C++
+# headers, for the operators' C++ kernels)/numpy/pytest,
 # Open MPI, clang (fuzzer, sanitizers); bench: + Open MPI, Gloo.
 # Idempotent and fast when everything is present (one dpkg query).
 set -euo pipefail
@@ -10,9 +11,9 @@ packages=(cmake g++ make pkg-config)
 for group in "$@"; do
   case "$group" in
     build) ;;
-    test) packages+=(libgtest-dev python3-torch python3-numpy python3-pytest openmpi-bin libopenmpi-dev
+    test) packages+=(libgtest-dev python3-torch libtorch-dev python3-numpy python3-pytest openmpi-bin libopenmpi-dev
                      clang libclang-rt-14-dev) ;;
-    bench) packages+=(openmpi-bin libopenmpi-dev libgloo-dev python3-torch python3-numpy) ;;
+    bench) packages+=(openmpi-bin libopenmpi-dev libgloo-dev python3-torch libtorch-dev python3-numpy) ;;
     *) echo "install-deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
   esac
 done

@@ -31,6 +31,11 @@ __all__ = ["Communicator"]
 Array = TypeVar("Array")
 
 
+# Called with a communicator's handle just before it is destroyed (the torch
+# operators' C++ kernels keep handles by group name and must forget it).
+_CLOSE_HOOKS: list[Any] = []
+
+
 def _check(status: int, what: str) -> None:
     if status != 0:
         message = _library.last_error() or f"{what} failed"
@@ -156,6 +161,9 @@ class Communicator:
                 "delete them before closing the communicator"
             )
         handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            for hook in _CLOSE_HOOKS:
+                hook(handle)
         # A forked child must not tear down its parent's shared state.
         if handle is not None and getattr(self, "_pid", None) == os.getpid():
             _check(_library.lib.tpcomm_comm_destroy(handle), "tpcomm_comm_destroy")

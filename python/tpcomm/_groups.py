@@ -14,6 +14,9 @@ from ._communicator import Communicator
 __all__ = ["register_group", "unregister_group", "get_group", "group_names"]
 
 _GROUPS: dict[str, Communicator] = {}
+# Called as hook(name, comm_or_None) on every change (the torch operators'
+# C++ kernels keep their own name -> handle table).
+_CHANGE_HOOKS: list = []
 
 
 def register_group(name: str, comm: Communicator) -> None:
@@ -23,11 +26,15 @@ def register_group(name: str, comm: Communicator) -> None:
     if not isinstance(comm, Communicator):
         raise TypeError(f"tpcomm: expected a tpcomm.Communicator, got {type(comm).__name__}")
     _GROUPS[name] = comm
+    for hook in _CHANGE_HOOKS:
+        hook(name, comm)
 
 
 def unregister_group(name: str) -> None:
     """Forget a group name (the communicator itself stays open)."""
     _GROUPS.pop(name, None)
+    for hook in _CHANGE_HOOKS:
+        hook(name, None)
 
 
 def get_group(name: str) -> Communicator:

@@ -21,4 +21,25 @@ cmake --build "$scratch/consumer" > /dev/null
 PKG_CONFIG_PATH=$prefix/lib/pkgconfig cc -o "$scratch/consumer_c" "$source/consumer.c" \
   $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs tpcomm) -Wl,-rpath,"$prefix/lib"
 "$prefix/bin/tpcomm-run" -n 3 "$scratch/consumer_c"
+# 3. The Python package, from the installed tree alone (it finds the installed
+#    library relative to itself), with the torch operators' C++ kernels when
+#    they were built.
+site=$prefix/lib/python3/dist-packages
+if [ -d "$site/tpcomm" ]; then
+  expect_cpp=0
+  [ -e "$build/python/tpcomm/torch/_torch_ops.so" ] && expect_cpp=1
+  [ "$expect_cpp" = 0 ] || [ -e "$site/tpcomm/torch/_torch_ops.so" ] || { echo "missing: tpcomm/torch/_torch_ops.so"; exit 1; }
+  env -u PYTHONPATH PYTHONPATH="$site" EXPECT_CPP=$expect_cpp "$prefix/bin/tpcomm-run" -n 2 /usr/bin/python3 -c '
+import os, torch, tpcomm, tpcomm.torch
+from tpcomm.torch import _ops
+comm = tpcomm.init()
+assert tpcomm._library.library_path.startswith(os.environ["PYTHONPATH"].rsplit("/lib/", 1)[0]), tpcomm._library.library_path
+assert bool(_ops.CPP_KERNELS) == (os.environ["EXPECT_CPP"] == "1"), _ops.CPP_KERNELS
+x = torch.full((5,), float(comm.rank + 1))
+assert torch.equal(torch.ops.tpcomm.all_reduce(x), torch.full((5,), 3.0))
+torch.ops.tpcomm.all_reduce_(x)
+assert torch.equal(x, torch.full((5,), 3.0))
+comm.close()
+'
+fi
 echo "installed tree is usable"

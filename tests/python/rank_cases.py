@@ -370,6 +370,18 @@ EXPECTED_SCHEMAS = {
 
 
 @case()
+def case_cpu_kernels_in_use(comm: tpcomm.Communicator) -> None:
+    """all_reduce and all_reduce_ run the C++ kernels when built, unless told not to."""
+    from tpcomm.torch import _ops
+
+    wanted = os.environ.get("TPCOMM_TORCH_KERNELS", "cpp")
+    expected = {"all_reduce", "all_reduce_"} if wanted == "cpp" and _ops._CPP_LIBRARY_PATH.is_file() else set()
+    assert set(_ops.CPP_KERNELS) == expected, (_ops.CPP_KERNELS, wanted)
+    if os.environ.get("TPCOMM_REQUIRE_CPP_KERNELS") == "1" and wanted == "cpp":
+        assert _ops.CPP_KERNELS, f"{_ops._CPP_LIBRARY_PATH} was not built (is libtorch-dev installed?)"
+
+
+@case()
 def case_operator_schemas(comm: tpcomm.Communicator) -> None:
     for name, schema in EXPECTED_SCHEMAS.items():
         got = str(getattr(torch.ops.tpcomm, name).default._schema)

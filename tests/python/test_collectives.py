@@ -25,15 +25,19 @@ import pytest
 from conftest import HERE, LAUNCHER, PYTHON_DIR
 
 WORLD_SIZES = (2, 4)
+# The torch operators' CPU kernels: C++ (the default when built) at every world
+# size, and the Python ones (TPCOMM_TORCH_KERNELS=python) at 2 ranks.
+RUNS = [(2, "cpp"), (4, "cpp"), (2, "python")]
 IN_RANK = "TPCOMM_RANK" in os.environ
 LAUNCH_TIMEOUT_S = 300
 
 import rank_cases  # noqa: E402  (needs the package on sys.path, set by conftest)
 
-_results: dict[int, dict[str, list[dict[str, str]]]] = {}
+_results: dict[tuple[int, str], dict[str, list[dict[str, str]]]] = {}
 
 
-def launch(world_size: int, cases: list[str] | None = None, timeout: float = LAUNCH_TIMEOUT_S) -> dict[str, list[dict[str, str]]]:
+def launch(world_size: int, cases: list[str] | None = None, timeout: float = LAUNCH_TIMEOUT_S,
+           kernels: str = "cpp") -> dict[str, list[dict[str, str]]]:
     """Run rank_worker.py under tpcomm-run; case name -> per-rank records."""
     assert LAUNCHER.is_file(), f"tpcomm-run not found at {LAUNCHER}; build the tools or set TPCOMM_BUILD_DIR"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TPCOMM_", "OMPI_"))}
@@ -41,6 +45,9 @@ def launch(world_size: int, cases: list[str] | None = None, timeout: float = LAU
         env.pop(k, None)
     env["PYTHONPATH"] = os.pathsep.join([str(PYTHON_DIR), str(HERE)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["OMP_NUM_THREADS"] = "1"
+    env["TPCOMM_TORCH_KERNELS"] = kernels
+    if "TPCOMM_REQUIRE_CPP_KERNELS" in os.environ:  # test.sh: the C++ kernels must have been built
+        env["TPCOMM_REQUIRE_CPP_KERNELS"] = os.environ["TPCOMM_REQUIRE_CPP_KERNELS"]
     with tempfile.TemporaryDirectory(prefix="tpcomm-pytest-") as tmp:
         cmd = [str(LAUNCHER), "-n", str(world_size), "--timeout", "60", "--tag-output",
                sys.executable, str(HERE / "rank_worker.py"), tmp] + (cases or [])
@@ -68,10 +75,10 @@ def launch(world_size: int, cases: list[str] | None = None, timeout: float = LAU
         return by_case
 
 
-def results_for(world_size: int) -> dict[str, list[dict[str, str]]]:
-    if world_size not in _results:
-        _results[world_size] = launch(world_size)
-    return _results[world_size]
+def results_for(world_size: int, kernels: str = "cpp") -> dict[str, list[dict[str, str]]]:
+    if (world_size, kernels) not in _results:
+        _results[(world_size, kernels)] = launch(world_size, kernels=kernels)
+    return _results[(world_size, kernels)]
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +88,12 @@ def world_comm():
     return tpcomm.init(timeout=60)
 
 
-@pytest.mark.parametrize("world_size", WORLD_SIZES)
+@pytest.mark.parametrize("world_size,kernels", RUNS, ids=[f"{n}-{k}" for n, k in RUNS])
 @pytest.mark.parametrize("name", list(rank_cases.CASES))
-def test_case(name: str, world_size: int, request: pytest.FixtureRequest) -> None:
+def test_case(name: str, world_size: int, kernels: str, request: pytest.FixtureRequest) -> None:
     if IN_RANK:
+        if kernels != os.environ.get("TPCOMM_TORCH_KERNELS", "cpp"):
+            pytest.skip(f"this job runs the {os.environ.get('TPCOMM_TORCH_KERNELS', 'cpp')} kernels")
         if int(os.environ["TPCOMM_WORLD_SIZE"]) != world_size:
             pytest.skip(f"this job has world size {os.environ['TPCOMM_WORLD_SIZE']}")
         comm = request.getfixturevalue("world_comm")
@@ -95,7 +104,7 @@ def test_case(name: str, world_size: int, request: pytest.FixtureRequest) -> Non
         return
     if world_size not in rank_cases.CASES[name].sizes:
         pytest.skip(f"runs at world sizes {rank_cases.CASES[name].sizes}")
-    res = results_for(world_size)
+    res = results_for(world_size, kernels)
     records = res.get(name, [])
     launch_info = res["__launch__"][0]
     if len(records) != world_size:

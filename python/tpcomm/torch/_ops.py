@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.fx.node
 from torch.library import Library
 
-from .. import _groups, _library
+from .. import _communicator, _errors, _groups, _library
 from .._communicator import Communicator
 from .._types import parse_op
 
-__all__ = ["SCHEMAS", "OPERATORS", "register_group", "unregister_group"]
+__all__ = ["SCHEMAS", "OPERATORS", "CPP_KERNELS", "register_group", "unregister_group"]
 
 SCHEMAS: dict[str, str] = {
     "all_reduce": 'all_reduce(Tensor x, str op="sum", str group="world") -> Tensor',
@@ -160,13 +163,69 @@ _KERNELS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "all_to_all": (_all_to_all_cpu, _all_to_all_meta),
 }
 
+def _raise_error_cpu(x: torch.Tensor, status: int, message: str) -> None:
+    """Raise what the Python API raises for a failed library call."""
+    raise _errors.error_for_status(status, message or f"status {status}", _library.status_name(status))
+
+
+# Private operators the C++ kernels call, below the dispatcher, for what their
+# fast path does not cover (never seen by a compiler): the Python kernels, and
+# the exception of a failed library call.
+_PRIVATE_SCHEMAS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "_all_reduce_py": ('_all_reduce_py(Tensor x, str op="sum", str group="world") -> Tensor', _all_reduce_cpu),
+    "_all_reduce__py": (
+        '_all_reduce__py(Tensor(a!) x, str op="sum", str group="world") -> Tensor(a!)',
+        _all_reduce__cpu,
+    ),
+    "_raise_error": ("_raise_error(Tensor x, int status, str message) -> ()", _raise_error_cpu),
+}
+
+_CPP_LIBRARY_PATH = Path(__file__).with_name("_torch_ops.so")
+
+
+def _load_cpp_kernels() -> ctypes.CDLL | None:
+    """The C++ CPU kernels of all_reduce and all_reduce_, if built and wanted.
+
+    TPCOMM_TORCH_KERNELS=python keeps the Python kernels (for comparison and
+    for testing them).
+    """
+    if os.environ.get("TPCOMM_TORCH_KERNELS", "cpp") == "python" or not _CPP_LIBRARY_PATH.is_file():
+        return None
+    torch.ops.load_library(str(_CPP_LIBRARY_PATH))  # registers the CPU kernels
+    cpp = ctypes.CDLL(str(_CPP_LIBRARY_PATH))  # the same loaded object
+    cpp.tpcomm_torch_set_library(
+        ctypes.cast(_library.lib.tpcomm_all_reduce, ctypes.c_void_p),
+        ctypes.cast(_library.lib.tpcomm_last_error, ctypes.c_void_p),
+    )
+    cpp.tpcomm_torch_set_group.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    cpp.tpcomm_torch_forget_comm.argtypes = [ctypes.c_void_p]
+
+    def group_changed(name: str, comm: Communicator | None) -> None:
+        handle = comm.handle if comm is not None and not comm.closed else None
+        cpp.tpcomm_torch_set_group(name.encode(), handle)
+
+    _groups._CHANGE_HOOKS.append(group_changed)
+    _communicator._CLOSE_HOOKS.append(lambda handle: cpp.tpcomm_torch_forget_comm(handle))
+    for name, comm in list(_groups._GROUPS.items()):
+        group_changed(name, comm)
+    return cpp
+
+
 _LIB = Library("tpcomm", "DEF")
 for _name, _schema in SCHEMAS.items():
     # Mutable schemas need FROM_SCHEMA; functional collectives are CONSERVATIVE
     # so TorchScript never folds, merges or drops a communication.
     _LIB.define(_schema, "FROM_SCHEMA" if "(a!)" in _schema else "CONSERVATIVE")
-    _cpu, _meta = _KERNELS[_name]
+for _name, (_schema, _cpu) in _PRIVATE_SCHEMAS.items():
+    _LIB.define(_schema, "FROM_SCHEMA" if "(a!)" in _schema else "CONSERVATIVE")
     _LIB.impl(_name, _cpu, "CPU")
+_CPP = _load_cpp_kernels()
+# Which operators run C++ CPU kernels (the others run the Python ones).
+CPP_KERNELS: frozenset[str] = frozenset({"all_reduce", "all_reduce_"} if _CPP is not None else ())
+for _name in SCHEMAS:
+    _cpu, _meta = _KERNELS[_name]
+    if _name not in CPP_KERNELS:
+        _LIB.impl(_name, _cpu, "CPU")
     _LIB.impl(_name, _meta, "Meta")
 _LIB.impl("all_reduce_", _all_reduce__functionalize, "Functionalize")
 

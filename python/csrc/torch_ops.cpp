@@ -1,0 +1,170 @@
+// CPU kernels of torch.ops.tpcomm.all_reduce and all_reduce_ in C++.
+//
+// The operators are defined (schemas, Meta, Functionalize and AutogradMeta
+// kernels) in tpcomm/torch/_ops.py; this module only replaces the two CPU
+// kernels of the hot path, because a CPU kernel written in Python costs the
+// dispatcher a round trip into the interpreter on every call (several
+// microseconds, more than a decode-sized all_reduce itself).
+//
+// The fast path covers the common case: a contiguous CPU tensor of a
+// supported dtype, a known op name and a group registered with this module.
+// Everything else (a non-contiguous tensor, an unknown group or dtype, a
+// closed communicator) is handed, unchanged, to the Python kernel through the
+// private operators tpcomm::_all_reduce_py / _all_reduce__py, so behaviour and
+// error types are those of the Python implementation. A failed library call
+// is raised through tpcomm::_raise_error, whose Python kernel builds the same
+// tpcomm.Error subclass the Python API raises.
+//
+// The library is reached through function pointers handed over by the Python
+// package (which loaded it with ctypes), so both use the same copy of it.
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include "tpcomm/tpcomm.h"
+
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace {
+
+using AllReduceFunction = decltype(&tpcomm_all_reduce);
+using LastErrorFunction = decltype(&tpcomm_last_error);
+
+AllReduceFunction g_all_reduce = nullptr;
+LastErrorFunction g_last_error = nullptr;
+
+// Group name -> communicator handle. Written when Python registers, forgets
+// or closes a group (rare); read on every call.
+std::shared_mutex g_groups_mutex;
+std::unordered_map<std::string, tpcomm_comm_t> g_groups;
+
+tpcomm_comm_t find_group(c10::string_view name) {
+  std::shared_lock lock(g_groups_mutex);
+  const auto found = g_groups.find(std::string(name.data(), name.size()));
+  return found == g_groups.end() ? nullptr : found->second;
+}
+
+// tpcomm_dtype_t of a scalar type, or -1 (then the Python kernel explains).
+// The values are tpcomm.h's, which the static_asserts below pin.
+int dtype_code(c10::ScalarType type) {
+  switch (type) {
+    case c10::ScalarType::Float: return 0;
+    case c10::ScalarType::Double: return 1;
+    case c10::ScalarType::Half: return 2;
+    case c10::ScalarType::BFloat16: return 3;
+    case c10::ScalarType::Char: return 4;
+    case c10::ScalarType::Byte: return 5;
+    case c10::ScalarType::Int: return 6;
+    case c10::ScalarType::Long: return 7;
+    default: return -1;
+  }
+}
+
+static_assert(TPCOMM_F32 == 0 && TPCOMM_F64 == 1 && TPCOMM_F16 == 2 && TPCOMM_BF16 == 3 && TPCOMM_I8 == 4 &&
+              TPCOMM_U8 == 5 && TPCOMM_I32 == 6 && TPCOMM_I64 == 7);
+static_assert(TPCOMM_SUM == 0 && TPCOMM_PROD == 1 && TPCOMM_MIN == 2 && TPCOMM_MAX == 3 && TPCOMM_AVG == 4);
+
+// tpcomm_redop_t of an op name (any case, as the Python API accepts), or -1.
+int op_code(c10::string_view name) {
+  static constexpr std::string_view kNames[] = {"sum", "prod", "min", "max", "avg"};
+  for (int code = 0; code < 5; ++code) {
+    const std::string_view known = kNames[code];
+    if (name.size() != known.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < known.size() && same; ++i) {
+      const char c = name[i];
+      same = (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == known[i];
+    }
+    if (same) return code;
+  }
+  return -1;
+}
+
+bool fast_path(const at::Tensor& x) {
+  return g_all_reduce != nullptr && x.device().is_cpu() && x.layout() == c10::kStrided && x.is_contiguous() &&
+         dtype_code(x.scalar_type()) >= 0;
+}
+
+[[noreturn]] void raise_library_error(const at::Tensor& x, tpcomm_status_t status) {
+  const char* message = g_last_error != nullptr ? g_last_error() : nullptr;
+  static const auto raise = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("tpcomm::_raise_error", "")
+                                .typed<void(const at::Tensor&, int64_t, c10::string_view)>();
+  raise.call(x, status, message != nullptr ? message : "");
+  TORCH_CHECK(false, "tpcomm: the library failed with status ", status, ": ", message != nullptr ? message : "");
+}
+
+at::Tensor all_reduce(const at::Tensor& x, c10::string_view op, c10::string_view group) {
+  tpcomm_comm_t comm = fast_path(x) ? find_group(group) : nullptr;
+  const int code = op_code(op);
+  if (comm == nullptr || code < 0) {
+    static const auto python = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("tpcomm::_all_reduce_py", "")
+                                   .typed<at::Tensor(const at::Tensor&, c10::string_view, c10::string_view)>();
+    return python.call(x, op, group);
+  }
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const tpcomm_status_t status =
+      g_all_reduce(comm, x.data_ptr(), out.data_ptr(), static_cast<std::size_t>(x.numel()),
+                   static_cast<tpcomm_dtype_t>(dtype_code(x.scalar_type())), static_cast<tpcomm_redop_t>(code));
+  if (status != TPCOMM_SUCCESS) raise_library_error(x, status);
+  return out;
+}
+
+at::Tensor& all_reduce_(at::Tensor& x, c10::string_view op, c10::string_view group) {
+  tpcomm_comm_t comm = fast_path(x) ? find_group(group) : nullptr;
+  const int code = op_code(op);
+  if (comm == nullptr || code < 0) {
+    static const auto python = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("tpcomm::_all_reduce__py", "")
+                                   .typed<at::Tensor&(at::Tensor&, c10::string_view, c10::string_view)>();
+    return python.call(x, op, group);
+  }
+  const tpcomm_status_t status =
+      g_all_reduce(comm, x.data_ptr(), x.data_ptr(), static_cast<std::size_t>(x.numel()),
+                   static_cast<tpcomm_dtype_t>(dtype_code(x.scalar_type())), static_cast<tpcomm_redop_t>(code));
+  if (status != TPCOMM_SUCCESS) raise_library_error(x, status);
+  return x;
+}
+
+}  // namespace
+
+// Called by the Python package through ctypes.
+extern "C" {
+
+__attribute__((visibility("default"))) void tpcomm_torch_set_library(void* all_reduce, void* last_error) {
+  g_all_reduce = reinterpret_cast<AllReduceFunction>(all_reduce);
+  g_last_error = reinterpret_cast<LastErrorFunction>(last_error);
+}
+
+// comm == nullptr forgets the name.
+__attribute__((visibility("default"))) void tpcomm_torch_set_group(const char* name, tpcomm_comm_t comm) {
+  std::unique_lock lock(g_groups_mutex);
+  if (comm == nullptr) {
+    g_groups.erase(name);
+  } else {
+    g_groups[name] = comm;
+  }
+}
+
+// A communicator is being closed: every name bound to it falls back to the
+// Python kernel, which reports the closed group.
+__attribute__((visibility("default"))) void tpcomm_torch_forget_comm(tpcomm_comm_t comm) {
+  std::unique_lock lock(g_groups_mutex);
+  for (auto it = g_groups.begin(); it != g_groups.end();) {
+    it = it->second == comm ? g_groups.erase(it) : std::next(it);
+  }
+}
+
+}  // extern "C"
+
+TORCH_LIBRARY_IMPL(tpcomm, CPU, m) {
+  m.impl("all_reduce", &all_reduce);
+  m.impl("all_reduce_", &all_reduce_);
+}
