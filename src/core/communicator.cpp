@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -81,8 +82,25 @@ bool all_recorded_dead(const SegmentHeader& header) {
   return any_recorded;
 }
 
-bool is_stale(const SegmentHeader& header) {
-  return header.magic.load(std::memory_order_acquire) == kSegmentMagic && all_recorded_dead(header);
+// Whether another job's segment is garbage: every recorded rank is dead and
+// no rank of that job can still be on its way. A rank may still arrive at a
+// rendezvous that failed moments ago (it is told why) or whose only arrived
+// rank just died (it waits for a replacement, then reports the dead rank):
+// removing such a segment would make it start a new rendezvous and wait for
+// the dead until its deadline. So a failed rendezvous counts once its failure
+// is older than kRecentFailureSeconds, an unfinished one once the segment is
+// kStaleAfterSeconds old; a completed one at once.
+constexpr double kRecentFailureSeconds = 5.0;
+constexpr double kStaleAfterSeconds = 10.0;
+
+bool is_stale(const SegmentHeader& header, double age_seconds) {
+  if (header.magic.load(std::memory_order_acquire) != kSegmentMagic || !all_recorded_dead(header)) return false;
+  if (header.completed.load(std::memory_order_acquire) != 0) return true;
+  if (header.abort.code.load(std::memory_order_acquire) != 0) {
+    return monotonic_ns() - header.abort.recorded_ns.load(std::memory_order_relaxed) >
+           static_cast<std::int64_t>(kRecentFailureSeconds * 1e9);
+  }
+  return age_seconds >= kStaleAfterSeconds;
 }
 
 // The pid in a temporary creation name "<name>.init<pid>", or 0.
@@ -95,8 +113,9 @@ pid_t temporary_owner(const std::string& name) {
 }
 
 // Removes stale segments of this user from /dev/shm, except `own` (the
-// rendezvous decides about that one): segments of start-ups whose every
-// recorded rank is dead, and temporary creation names whose creator is dead.
+// rendezvous decides about that one): segments of start-ups that can no
+// longer complete (is_stale), and temporary creation names whose creator is
+// dead.
 // Names are unlinked once a rendezvous completes, so only failed start-ups
 // leave such files behind.
 void remove_stale_segments(const std::string& own) {
@@ -116,7 +135,8 @@ void remove_stale_segments(const std::string& own) {
     if (::fstat(fd, &info) == 0 && static_cast<std::size_t>(info.st_size) >= sizeof(SegmentHeader)) {
       void* mapping = ::mmap(nullptr, sizeof(SegmentHeader), PROT_READ, MAP_SHARED, fd, 0);
       if (mapping != MAP_FAILED) {
-        if (is_stale(*static_cast<const SegmentHeader*>(mapping))) ::shm_unlink(("/" + name).c_str());
+        const double age = static_cast<double>(::time(nullptr) - info.st_mtime);
+        if (is_stale(*static_cast<const SegmentHeader*>(mapping), age)) ::shm_unlink(("/" + name).c_str());
         ::munmap(mapping, sizeof(SegmentHeader));
       }
     }
@@ -876,10 +896,10 @@ class ShmCommunicator final : public Communicator::Impl {
   // this time is this job's own dead rank: every rank is told. A holder seen
   // alive by this rank and dead later is this job's at once: no grace.
   static constexpr double kReplacementGraceSeconds = 2.0;
-  // A rank arriving at a segment whose rendezvous failed at most this long
-  // ago fails with that failure; an older failed segment whose ranks are all
-  // dead is a crashed job's leftover, replaced by a fresh rendezvous.
-  static constexpr double kRecentFailureSeconds = 5.0;
+  // A rank arriving at a segment whose rendezvous failed at most
+  // kRecentFailureSeconds ago fails with that failure; an older failed
+  // segment whose ranks are all dead is a crashed job's leftover, replaced by
+  // a fresh rendezvous.
 
   void rendezvous(std::string_view job_id, double timeout) {
     const std::string token = job_token(job_id);

@@ -100,6 +100,22 @@ INSTANTIATE_TEST_SUITE_P(PhasesWithCompany, DeadRank,
                          ::testing::Combine(::testing::Values(KillPhase::rendezvous_creator), ::testing::Values(4, 8)),
                          param_name);
 
+// The same with another job starting on the machine between the creator's
+// death and the arrival of the others: the start-up sweep of stale segments
+// must not take this job's segment away (the others would then make a new one
+// and wait for the dead rank until their deadline).
+class DeadRankWhileAnotherJobStarts : public ::testing::TestWithParam<int> {};
+
+TEST_P(DeadRankWhileAnotherJobStarts, EverySurvivorFailsWithinFiveSecondsNamingIt) {
+  KillScenario scenario{KillPhase::rendezvous_creator_alone, GetParam(), false, fresh_seed()};
+  scenario.another_job_starts = true;
+  const KillResult result = run_kill_scenario(scenario);
+  expect_survivors_detect(scenario, result);
+}
+
+INSTANTIATE_TEST_SUITE_P(CreatorAlone, DeadRankWhileAnotherJobStarts, ::testing::Values(2, 4),
+                         [](const auto& p) { return "world" + std::to_string(p.param); });
+
 // After SIGKILL of one rank at any phase, the survivors' failure path leaves
 // no segment of the job in /dev/shm (without any launcher to clean up).
 class SegmentAfterKill : public ::testing::TestWithParam<KillPhase> {};

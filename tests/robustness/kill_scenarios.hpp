@@ -85,6 +85,10 @@ struct KillScenario {
   int world = 2;
   bool kill_all = false;  // every rank dies, not just the victim
   std::uint64_t seed = 0;
+  // Rendezvous phases: another job starts on the machine (its rendezvous
+  // sweeps /dev/shm for stale segments) after the victim died and before the
+  // late ranks arrive.
+  bool another_job_starts = false;
 };
 
 struct SurvivorView {
@@ -264,6 +268,9 @@ inline KillResult run_kill_scenario(const KillScenario& scenario) {
         sleep_seconds(result.kill_delay_seconds);
         kill_victims();
         if (!scenario.kill_all) ranks.reap(victim);
+        if (scenario.another_job_starts) {
+          const Communicator bystander = Communicator::create(0, 1, job_id("bystander"), CommOptions{});
+        }
         for (int r = 0; r < world; ++r) release(r);
         break;
       }
