@@ -1,15 +1,20 @@
 // Every kernel level (scalar, AVX2, AVX-512 where the CPU has it) against the
 // independent serial reference, bitwise, for every dtype and op, including
 // special values, lengths that are not multiples of the vector width and
-// n = 1..9 sources. Also the f16/bf16 conversions over all 65536 patterns.
+// n = 1..9 sources, and buffers at any byte offset. Also the f16/bf16
+// conversions over all 65536 patterns and the copy into staging memory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "kernels/copy.hpp"
 #include "kernels/reduce.hpp"
 #include "reference.hpp"
 
@@ -70,6 +75,59 @@ TEST(Kernels, EveryLevelMatchesTheReferenceBitwise) {
   }
 }
 
+TEST(Kernels, EveryLevelAcceptsBuffersAtAnyByteOffset) {
+  // The API does not require element alignment: sources and destination may
+  // start at any byte (a tensor view at an odd offset). Same results as from
+  // aligned buffers, in place too; under UBSan (-fsanitize=alignment) this
+  // also checks that no kernel accesses an element through a misaligned
+  // typed pointer.
+  std::mt19937_64 random(7);
+  const DataType dtypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
+                             DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
+  for (const auto* table : tables()) {
+    for (DataType dt : dtypes) {
+      const std::size_t esz = tpcomm::dtype_size(dt);
+      for (int op_index = 0; op_index < 5; ++op_index) {
+        const auto op = static_cast<ReduceOp>(op_index);
+        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
+        for (int n : {1, 2, 3, 5}) {
+          for (std::size_t count : {1u, 9u, 40u, 300u}) {
+            const std::size_t bytes = count * esz;
+            // Aligned copies for the reference, misaligned ones (offset 1..7,
+            // different per buffer) for the kernel.
+            std::vector<std::vector<unsigned char>> aligned(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes));
+            std::vector<std::vector<unsigned char>> storage(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes + 8));
+            std::vector<const void*> reference_inputs, inputs;
+            for (int k = 0; k < n; ++k) {
+              auto& a = aligned[static_cast<std::size_t>(k)];
+              fill_random(dt, a.data(), count, random);
+              reference_inputs.push_back(a.data());
+              unsigned char* shifted = storage[static_cast<std::size_t>(k)].data() + 1 + (k * 3) % 7;
+              std::memcpy(shifted, a.data(), bytes);
+              inputs.push_back(shifted);
+            }
+            std::vector<unsigned char> expected(bytes), actual(bytes), out(bytes + 8);
+            ref::reduce(dt, op, reference_inputs, expected.data(), count);
+            const auto fold = table->fold[static_cast<int>(dt)][op_index];
+            const auto where = [&](const char* how) {
+              return std::string(table->isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
+                     std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) +
+                     " count=" + std::to_string(count) + " " + how;
+            };
+            fold(out.data() + 5, inputs.data(), n, count);
+            std::memcpy(actual.data(), out.data() + 5, bytes);
+            ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("out of place");
+            // In place: the destination is the (misaligned) first source.
+            fold(const_cast<void*>(inputs[0]), inputs.data(), n, count);
+            std::memcpy(actual.data(), inputs[0], bytes);
+            ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("in place");
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, HalfConversionsAreExactForEveryPattern) {
   // f16 -> f32 -> f16 must round-trip every non-NaN pattern, at every level
   // (a sum with a single source is load + store).
@@ -83,6 +141,31 @@ TEST(Kernels, HalfConversionsAreExactForEveryPattern) {
         const float value = dt == DataType::f16 ? ref::half_to_float(all[i]) : ref::bf16_to_float(all[i]);
         if (std::isnan(value)) continue;
         ASSERT_EQ(out[i], all[i]) << table->isa << " " << tpcomm::dtype_name(dt) << " pattern " << i;
+      }
+    }
+  }
+}
+
+TEST(Kernels, CopyToSharedCopiesEverySizeAtEveryOffset) {
+  // Plain and non-temporal copies (streaming from 0, 1 and 64 bytes up: the
+  // threshold is TPCOMM_NT_MIN_BYTES, any size), destination and source at
+  // every offset within 16 bytes, sizes around the 16-byte head and 64-byte
+  // steps: exactly the bytes asked for, nothing around them.
+  std::mt19937_64 random(3);
+  std::vector<std::byte> source(512), destination(512);
+  for (auto& b : source) b = static_cast<std::byte>(random());
+  for (std::size_t streaming_min : {std::size_t{0}, std::size_t{1}, std::size_t{64}, SIZE_MAX}) {
+    for (std::size_t to = 0; to < 16; ++to) {
+      for (std::size_t from = 0; from < 16; from += 5) {
+        for (std::size_t bytes = 0; bytes <= 200; ++bytes) {
+          std::fill(destination.begin(), destination.end(), std::byte{0xa5});
+          std::vector<std::byte> expected = destination;
+          std::copy_n(source.begin() + static_cast<std::ptrdiff_t>(from), bytes,
+                      expected.begin() + static_cast<std::ptrdiff_t>(32 + to));
+          tpcomm::detail::copy_to_shared(destination.data() + 32 + to, source.data() + from, bytes, streaming_min);
+          ASSERT_TRUE(destination == expected) << "streaming from " << streaming_min << ", destination offset " << to
+                                               << ", source offset " << from << ", " << bytes << " bytes";
+        }
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "kernels/copy.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -12,8 +13,11 @@ namespace tpcomm::detail {
 void copy_to_shared(std::byte* dst, const std::byte* src, std::size_t bytes, std::size_t streaming_min_bytes) {
 #if defined(__x86_64__)
   if (bytes >= streaming_min_bytes) {
-    // Align the destination to 16 bytes with an ordinary copy of the head.
-    const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(dst) & 15)) & 15;
+    // Align the destination to 16 bytes with an ordinary copy of the head
+    // (never more than the whole copy: TPCOMM_NT_MIN_BYTES may be tiny). The
+    // source stays at any address: it is read with unaligned loads (loadu).
+    const std::size_t head =
+        std::min<std::size_t>(bytes, (16 - (reinterpret_cast<std::uintptr_t>(dst) & 15)) & 15);
     std::memcpy(dst, src, head);
     std::size_t i = head;
     // SSE2 is part of every x86-64 CPU: no dispatch needed. 64 bytes per step.
