@@ -53,7 +53,11 @@ typedef enum tpcomm_status {
   TPCOMM_ERROR_SYSTEM = 5,           /* an OS call failed (shm, mmap, ...) */
   TPCOMM_ERROR_COMM_FAILED = 6,      /* an earlier error failed this comm */
   TPCOMM_ERROR_INTERNAL = 7,
-  TPCOMM_STATUS_MAX_ENUM = 0x7fffffff /* keeps the enum int-sized; not a status */
+  /* Not statuses: like TPCOMM_DTYPE_MAX_ENUM/MIN_ENUM they keep the enum
+     int-sized and make every int a valid value of the type, so
+     tpcomm_status_string of any int is defined (and names it unknown). */
+  TPCOMM_STATUS_MAX_ENUM = 0x7fffffff,
+  TPCOMM_STATUS_MIN_ENUM = -0x7fffffff - 1
 } tpcomm_status_t;
 
 typedef enum tpcomm_dtype {

@@ -106,7 +106,8 @@ const char* tpcomm_status_string(tpcomm_status_t status) {
     case TPCOMM_ERROR_SYSTEM: return "TPCOMM_ERROR_SYSTEM";
     case TPCOMM_ERROR_COMM_FAILED: return "TPCOMM_ERROR_COMM_FAILED";
     case TPCOMM_ERROR_INTERNAL: return "TPCOMM_ERROR_INTERNAL";
-    case TPCOMM_STATUS_MAX_ENUM: break;
+    case TPCOMM_STATUS_MAX_ENUM:
+    case TPCOMM_STATUS_MIN_ENUM: break;
   }
   return "TPCOMM_UNKNOWN_STATUS";
 }
