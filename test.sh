@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds tpcomm and runs every test: the C++ suites through ctest, then the
-# Python/PyTorch suites through pytest. Exits non-zero on any failure and ends
-# with each runner's summary line.
+# Builds tpcomm and runs every test: the C++ suites through ctest, the
+# Python/PyTorch suites through pytest, the sanitizer builds if
+# TPCOMM_SANITIZERS=1, then the argument fuzzer for 60 s (unless TPCOMM_FUZZ=0).
+# Exits non-zero on any failure and ends with each runner's summary line.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 BUILD_DIR=${BUILD_DIR:-build}
@@ -35,9 +36,9 @@ if [ -d tests/python ]; then
   summaries+=("pytest: $(grep -E '(passed|failed|error)' "$LOG_DIR/pytest.log" | tail -1)")
 fi
 
-# The sanitizer builds (AddressSanitizer+UBSan, ThreadSanitizer; about 20
-# minutes on 2 cores): opt-in here with TPCOMM_SANITIZERS=1, always on in CI
-# (.ci/run).
+# The sanitizer builds (AddressSanitizer+UBSan with every UBSan check, and
+# ThreadSanitizer; about 15 minutes on 2 cores): opt-in here with
+# TPCOMM_SANITIZERS=1, always on in CI (.ci/run).
 if [ "${TPCOMM_SANITIZERS:-0}" = 1 ]; then
   echo "== sanitizers"
   SANITIZER_EXCLUDE="$OPEN_DEFECTS" scripts/run-sanitizers.sh 2>&1 | tee "$LOG_DIR/sanitizers.log"
@@ -45,9 +46,10 @@ if [ "${TPCOMM_SANITIZERS:-0}" = 1 ]; then
   summaries+=("sanitizers: $(tail -1 "$LOG_DIR/sanitizers.log")")
 fi
 # The libFuzzer target over the C API's argument checks, for a bounded time
-# (FUZZ_SECONDS, default 60 s; about 3 minutes with its clang build): on by
+# (FUZZ_SECONDS, default 60 s; about 1.5 minutes with its clang build): on by
 # default, TPCOMM_FUZZ=0 leaves it out. Skipped, not failed, only if clang or
-# its libFuzzer runtime is missing (run-fuzz.sh exits 77).
+# its libFuzzer runtime is missing after scripts/install-deps.sh (run-fuzz.sh
+# exits 77).
 if [ "${TPCOMM_FUZZ:-1}" = 1 ]; then
   echo "== fuzz"
   scripts/run-fuzz.sh 2>&1 | tee "$LOG_DIR/fuzz.log"

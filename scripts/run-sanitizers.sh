@@ -2,6 +2,8 @@
 # Builds tpcomm with sanitizers and runs the C++ test suite (ctest) under each:
 #   asan  AddressSanitizer + UndefinedBehaviorSanitizer   (build-asan/)
 #   tsan  ThreadSanitizer                                 (build-tsan/)
+# UBSan runs every check of -fsanitize=undefined, misaligned access included
+# (the kernel tests fold buffers at odd byte offsets), and any report fails.
 #
 #   scripts/run-sanitizers.sh [asan] [tsan]      (default: both)
 #
@@ -15,11 +17,12 @@
 # sanitizer runtime cannot load an instrumented libtpcomm) and the perf.run.*
 # benchmark runs (minutes each when instrumented; their argument parsing and
 # checker still run as perf.* unit tests). The soak runs 20000 calls instead of
-# 100000. The MPI tests (label mpi) run in a second pass, without
-# LeakSanitizer (Open MPI's own allocations) and with one TSan suppression for
-# Open MPI's TCP transport. TSan runs without ASLR (setarch -R): its
-# shadow-memory layout does not fit every kernel's mmap randomisation
-# (vm.mmap_rnd_bits above 28).
+# 100000. The robustness tests (label robustness) run after the others, one at
+# a time as in ./test.sh (see run_kind). The MPI tests (label mpi) run in a
+# last pass, without LeakSanitizer (Open MPI's own allocations) and with one
+# TSan suppression for Open MPI's TCP transport. TSan runs without ASLR
+# (setarch -R): its shadow-memory layout does not fit every kernel's mmap
+# randomisation (vm.mmap_rnd_bits above 28).
 #
 # Exits non-zero if a build fails, a test fails or a sanitizer reports anything;
 # reports (with stacks) are collected at the end, logs in <build>/sanitizer-logs/.
@@ -83,9 +86,18 @@ run_kind() {
     environment+=(TSAN_OPTIONS=halt_on_error=1:die_after_fork=0:second_deadlock_stack=1:suppressions=$logs/tsan.supp)
     if command -v setarch >/dev/null; then runner=(setarch "$(uname -m)" -R); fi
   fi
-  (cd "$build" && env "${environment[@]}" "${runner[@]}" ctest -j"$JOBS" -E "$EXCLUDE" -LE mpi --output-on-failure) \
-    >"$logs/ctest.log" 2>&1
+  (cd "$build" && env "${environment[@]}" "${runner[@]}" ctest -j"$JOBS" -E "$EXCLUDE" -LE 'mpi|robustness' \
+     --output-on-failure) >"$logs/ctest.log" 2>&1
   local rc=$?
+  # The robustness tests (label robustness) run one at a time, as in ./test.sh:
+  # they kill ranks, time how fast the survivors notice against fixed bounds
+  # and look at /dev/shm before and after, so a test starting other jobs next
+  # to them (whose start-ups sweep /dev/shm), on a machine already slowed down
+  # by the sanitizer, changes what they measure.
+  if [ -n "$(cd "$build" && ctest -N -L robustness | grep 'Test *#')" ]; then
+    (cd "$build" && env "${environment[@]}" "${runner[@]}" ctest -j1 -E "$EXCLUDE" -L robustness --output-on-failure) \
+      >>"$logs/ctest.log" 2>&1 || rc=1
+  fi
   # The MPI tests (label mpi) run apart: Open MPI never frees much of what it
   # allocates (much of it from plugins it has unloaded by exit, so no stack can
   # be attributed), so LeakSanitizer is off for them; every other check stays.
@@ -99,7 +111,7 @@ run_kind() {
   fi
   local tested=$((SECONDS - start - built))
   local result
-  result=$(grep -E 'tests passed|tests failed' "$logs/ctest.log" | tr '\n' ';' | sed 's/;$//; s/;/; then /')
+  result=$(grep -E 'tests passed|tests failed' "$logs/ctest.log" | tr '\n' ';' | sed 's/;$//; s/;/; then /g')
   summaries+=("$kind: ${result:-no ctest summary} (build ${built} s, tests ${tested} s)")
   if [ $rc -ne 0 ]; then
     grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|Not Run|SEGFAULT|Subprocess aborted|Exception)' "$logs/ctest.log" >&2
