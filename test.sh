@@ -29,7 +29,8 @@ if [ -d tests/python ]; then
   echo "== pytest"
   # install-deps.sh installs libtorch-dev, so the C++ kernels of the torch
   # operators must have been built (and their Python fallback is tested too).
-  TPCOMM_REQUIRE_CPP_KERNELS=1 TPCOMM_BUILD_DIR=$PWD/$BUILD_DIR PYTHONPATH=$PWD/$BUILD_DIR/python \
+  BUILD_PATH=$(cd "$BUILD_DIR" && pwd)   # BUILD_DIR may be relative or absolute
+  TPCOMM_REQUIRE_CPP_KERNELS=1 TPCOMM_BUILD_DIR=$BUILD_PATH PYTHONPATH=$BUILD_PATH/python \
     "$PYTHON" -m pytest -q tests/python 2>&1 | tee "$LOG_DIR/pytest.log"
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || status=1

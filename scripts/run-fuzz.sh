@@ -42,9 +42,9 @@ probe=$(mktemp -d)
 printf '%s\n' '#include <cstddef>' '#include <cstdint>' \
   'extern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }' >"$probe/probe.cpp"
 if ! clang++ -fsanitize=fuzzer,address,undefined "$probe/probe.cpp" -o "$probe/probe" >"$probe/log" 2>&1; then
-  echo "run-fuzz.sh: SKIPPED: clang++ cannot link a libFuzzer target (scripts/install-deps.sh test installs" \
-       "libclang-rt-14-dev):" >&2
   head -5 "$probe/log" >&2
+  echo "run-fuzz.sh: SKIPPED: clang++ cannot link a libFuzzer target (scripts/install-deps.sh test installs" \
+       "libclang-rt-14-dev)" >&2
   rm -rf "$probe"
   exit 77
 fi
