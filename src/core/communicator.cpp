@@ -96,9 +96,11 @@ constexpr double kStaleAfterSeconds = 10.0;
 bool is_stale(const SegmentHeader& header, double age_seconds) {
   if (header.magic.load(std::memory_order_acquire) != kSegmentMagic || !all_recorded_dead(header)) return false;
   if (header.completed.load(std::memory_order_acquire) != 0) return true;
-  if (header.abort.code.load(std::memory_order_acquire) != 0) {
-    return monotonic_ns() - header.abort.recorded_ns.load(std::memory_order_relaxed) >
-           static_cast<std::int64_t>(kRecentFailureSeconds * 1e9);
+  const std::int64_t failed_at = header.abort.recorded_ns.load(std::memory_order_relaxed);
+  // (A failure whose time is not written yet is being recorded right now; one
+  // whose recorder died before writing it ages with the file.)
+  if (header.abort.code.load(std::memory_order_acquire) != 0 && failed_at != 0) {
+    return monotonic_ns() - failed_at > static_cast<std::int64_t>(kRecentFailureSeconds * 1e9);
   }
   return age_seconds >= kStaleAfterSeconds;
 }
@@ -942,15 +944,11 @@ class ShmCommunicator final : public Communicator::Impl {
         found->unlink();  // not made by a tpcomm rendezvous: garbage
         continue;
       }
-      // A failure recorded moments ago is this job's own: stay, to be told.
-      const bool failed = header->abort.code.load(std::memory_order_acquire) != 0;
-      const bool failed_recently =
-          failed && monotonic_ns() - header->abort.recorded_ns.load(std::memory_order_relaxed) <=
-                        static_cast<std::int64_t>(kRecentFailureSeconds * 1e9);
-      const bool unusable = header->completed.load(std::memory_order_acquire) != 0 || failed ||
-                            found->size() != layout.total_bytes;
-      if (unusable && !failed_recently && all_recorded_dead(*header)) {
-        found->unlink();  // a dead job's
+      // A dead job's segment that no rank can still reach (is_stale) is
+      // replaced; a young one is joined (its dead slots are taken over, or
+      // reported) or, if it was made for another size, reported as a mismatch.
+      if (is_stale(*header, found->age_seconds())) {
+        found->unlink();
         continue;
       }
       if (found->size() != layout.total_bytes || header->world_size != static_cast<std::uint32_t>(world_size_) ||

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <thread>
 #include <utility>
 
@@ -72,6 +73,12 @@ void ShmSegment::unlink() {
     return;
   }
   ::shm_unlink(name_.c_str());
+}
+
+double ShmSegment::age_seconds() const {
+  struct stat info {};
+  if (::stat((kShmDirectory + name_).c_str(), &info) != 0) return 0;
+  return static_cast<double>(::time(nullptr) - info.st_mtime);
 }
 
 std::string ShmSegment::temporary_name(const std::string& name, pid_t pid) {

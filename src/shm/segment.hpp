@@ -55,6 +55,10 @@ class ShmSegment {
   // owns that step).
   void forget_name() { linked_ = false; }
 
+  // Seconds since the file was last modified (created, for a segment that is
+  // only written through its mapping), or 0 if unknown.
+  double age_seconds() const;
+
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }
   const std::string& name() const { return name_; }
