@@ -157,14 +157,7 @@ void post_rendezvous_failure(const std::string& name, int rank, const Error& err
   if (::fstat(fd, &info) == 0 && static_cast<std::size_t>(info.st_size) >= sizeof(SegmentHeader)) {
     void* mapping = ::mmap(nullptr, sizeof(SegmentHeader), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (mapping != MAP_FAILED) {
-      AbortState& abort = static_cast<SegmentHeader*>(mapping)->abort;
-      std::uint32_t expected = 0;
-      if (abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
-        abort.rank.store(rank, std::memory_order_relaxed);
-        abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
-        std::snprintf(abort.message, sizeof(abort.message), "%s", error.what());
-        abort.message_ready.store(1, std::memory_order_release);
-      }
+      record_failure(static_cast<SegmentHeader*>(mapping)->abort, error.code(), rank, error.what());
       ::munmap(mapping, sizeof(SegmentHeader));
     }
   }
@@ -1004,14 +997,9 @@ class ShmCommunicator final : public Communicator::Impl {
     };
     // The first rank to give up records why, so the others report the same cause.
     auto fail_rendezvous = [&](const Error& error) {
-      std::uint32_t expected = 0;
-      if (!header->abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(error.code()))) {
-        throw_recorded_failure(expected);
+      if (!record_failure(header->abort, error.code(), rank_, error.what())) {
+        throw_recorded_failure(header->abort.code.load(std::memory_order_acquire));
       }
-      header->abort.rank.store(rank_, std::memory_order_relaxed);
-      header->abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
-      std::snprintf(header->abort.message, sizeof(header->abort.message), "%s", error.what());
-      header->abort.message_ready.store(1, std::memory_order_release);
       release_name_on_failure(error.code());
       throw error;
     };

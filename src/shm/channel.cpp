@@ -199,17 +199,22 @@ void ShmChannel::fail_if_expired(int peer, const Backoff& backoff, const CallDes
   }
 }
 
-void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexcept {
+bool record_failure(AbortState& abort, ErrorCode code, int rank, std::string_view message) noexcept {
   std::uint32_t expected = 0;
-  AbortState& abort = header_->abort;
-  if (!abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(code), std::memory_order_acq_rel))
-    return;  // someone else's failure came first; theirs is the one reported
-  abort.rank.store(rank_, std::memory_order_relaxed);
+  if (!abort.code.compare_exchange_strong(expected, static_cast<std::uint32_t>(code), std::memory_order_acq_rel)) {
+    return false;  // someone else's failure came first; theirs is the one reported
+  }
+  abort.rank.store(rank, std::memory_order_relaxed);
   abort.recorded_ns.store(monotonic_ns(), std::memory_order_relaxed);
   const std::size_t n = std::min(message.size(), sizeof(abort.message) - 1);
   std::memcpy(abort.message, message.data(), n);
   abort.message[n] = '\0';
   abort.message_ready.store(1, std::memory_order_release);
+  return true;
+}
+
+void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexcept {
+  record_failure(header_->abort, code, rank_, message);
 }
 
 void ShmChannel::throw_if_aborted(const CallDescriptor& call) const {

@@ -63,6 +63,11 @@ struct CallDescriptor {
 // Whether process `pid` exists and is not a zombie (0: unknown, counts as alive).
 bool process_alive(std::int32_t pid);
 
+// Records `code` (from `rank`, with `message`) in `abort` unless a failure is
+// recorded there already; returns whether this one was recorded. The one way
+// every path (collectives, rendezvous) writes the shared failure record.
+bool record_failure(AbortState& abort, ErrorCode code, int rank, std::string_view message) noexcept;
+
 struct WaitPolicy {
   std::chrono::duration<double> timeout{300.0};
   int spin_count = 4096;  // pause iterations before yielding
