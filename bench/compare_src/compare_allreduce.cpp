@@ -4,7 +4,12 @@
 //   mpirun -np N compare_allreduce [--sizes 4K,32K,...] [--dtypes f32,bf16]
 //          [--variants LIST] [--rounds R] [--round-ms MS] [--max-iters I]
 //          [--size-budget S] [--label NAME] [--same-elements]
-//          [--alt-env "TPCOMM_X=v TPCOMM_Y=w"]
+//          [--alt-env "TPCOMM_X=v TPCOMM_Y=w"] [--evict BYTES]
+//
+// --evict writes that many bytes of scratch memory before every call's input
+// rewrite (untimed): the caches then hold only the freshly written input, as
+// after a model layer has streamed its weights, instead of whatever the
+// previous calls left there.
 //
 // Sizes are bytes of every dtype; with --same-elements they are bytes of f32
 // and every dtype gets that many elements (a bf16 run then moves half the bytes

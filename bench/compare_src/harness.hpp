@@ -279,6 +279,7 @@ struct Schedule {
   int max_iters = 64;                 // calls per variant per round, at most
   double size_budget_s = 8.0;         // wall time per (size, dtype), all variants together
   std::string label = "main";         // copied into every RESULT line
+  std::size_t evict_bytes = 0;        // scratch written before every call (untimed): cold caches
 };
 
 // Parses the options shared by the compare programs; returns false on an unknown one.
@@ -301,6 +302,8 @@ inline bool parse_schedule_option(Schedule& s, std::string_view key, std::string
     s.max_iters = std::stoi(std::string(value));
   } else if (key == "--size-budget") {
     s.size_budget_s = std::stod(std::string(value));
+  } else if (key == "--evict") {
+    s.evict_bytes = parse_bytes(value);
   } else if (key == "--label") {
     s.label = std::string(value);
   } else {
@@ -420,8 +423,13 @@ inline std::vector<VariantStats> measure(const Schedule& schedule, std::vector<V
     stats[v].bytes = variants[v].count * elem_size(variants[v].dtype);
   }
 
+  std::vector<unsigned char> scratch(schedule.evict_bytes);
+  auto evict = [&] {
+    if (!scratch.empty()) std::memset(scratch.data(), static_cast<int>(call & 0xff), scratch.size());
+  };
   auto checked_call = [&](std::size_t v, bool check) {
     Variant& var = variants[v];
+    evict();
     const std::uint64_t k = call++;
     var.pattern->write(var.input, var.count, k);
     barrier();
@@ -452,6 +460,7 @@ inline std::vector<VariantStats> measure(const Schedule& schedule, std::vector<V
   }
   {
     const std::int64_t t0 = now_ns();
+    evict();
     variants[0].pattern->write(variants[0].input, variants[0].count, call);
     warm[nv] = static_cast<double>(now_ns() - t0) * 1e-9;  // the rewrite, paid once per call
   }
