@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <utility>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -46,8 +47,15 @@ std::uint64_t fnv1a(const unsigned char* p, std::size_t n) {
 
 // One rank's share of the matrix; throws on the first discrepancy.
 void run_matrix(int rank, int world, const std::string& job, const char* variant) {
-  // "<algorithm>_nt": the same algorithm with non-temporal copy-in for every chunk.
+  // "<algorithm>[_nt][_threads]": the same algorithm with non-temporal
+  // copy-in for every chunk, and with every step (copy in, fold, copy out)
+  // split among three threads per rank (uneven pieces).
   std::string algorithm = variant;
+  if (algorithm.ends_with("_threads")) {
+    algorithm.resize(algorithm.size() - 8);
+    ::setenv("TPCOMM_THREADS", "3", 1);
+    ::setenv("TPCOMM_THREADS_MIN_BYTES", "256", 1);
+  }
   if (algorithm.ends_with("_nt")) {
     algorithm.resize(algorithm.size() - 3);
     ::setenv("TPCOMM_NT_MIN_BYTES", "64", 1);
@@ -130,6 +138,16 @@ INSTANTIATE_TEST_SUITE_P(WorldSizesAndAlgorithms, AllReduceMatrix,
                                   std::string(std::get<1>(test_info.param));
                          });
 
+// Helper threads per rank: two per rank beside the rank's own, so that every
+// step is cut into uneven pieces; few world sizes (they oversubscribe the CPUs).
+INSTANTIATE_TEST_SUITE_P(ThreadsPerRank, AllReduceMatrix,
+                         ::testing::Combine(::testing::Values(2, 3, 4),
+                                            ::testing::Values("one_shot_threads", "two_shot_nt_threads")),
+                         [](const auto& test_info) {
+                           return "world" + std::to_string(std::get<0>(test_info.param)) + "_" +
+                                  std::string(std::get<1>(test_info.param));
+                         });
+
 // Documented NaN/Inf behaviour: sum/prod follow IEEE; min and max propagate NaN.
 TEST(AllReduceSpecialValues, NanAndInfinityFollowTheContract) {
   const std::string job = tpcomm::testing::unique_job_id("nan");
@@ -198,9 +216,12 @@ TEST(AllReduceStress, ChangingInputsWithRandomDelays) {
 // offsets inside the buffer, inputs rewritten right after every call and random
 // delays (a missing trailing acknowledgement shows up as wrong results).
 TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
-  for (int world : {2, 3, 5}) {
+  for (const auto& [world, threads] : {std::pair{2, "1"}, std::pair{3, "1"}, std::pair{5, "1"}, std::pair{2, "3"}}) {
     const std::string job = tpcomm::testing::unique_job_id("zc");
     const auto outcomes = tpcomm::testing::run_ranks(world, [&](int rank) {
+      // With "3", every fold and copy is split among three threads per rank.
+      ::setenv("TPCOMM_THREADS", threads, 1);
+      ::setenv("TPCOMM_THREADS_MIN_BYTES", "256", 1);
       auto comm = tpcomm::Communicator::create(rank, world, job);
       constexpr std::size_t kBytes = 1 << 16;
       tpcomm::SharedBuffer shared = comm.alloc_shared(kBytes);
@@ -252,7 +273,8 @@ TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
         check(error.code() == tpcomm::ErrorCode::mismatch, std::string("expected mismatch: ") + error.what());
       }
     });
-    EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << "world " << world << ": " << tpcomm::testing::describe(outcomes);
+    EXPECT_TRUE(tpcomm::testing::all_ok(outcomes))
+        << "world " << world << ", threads " << threads << ": " << tpcomm::testing::describe(outcomes);
   }
 }
 

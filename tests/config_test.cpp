@@ -38,6 +38,28 @@ TEST(Config, ReadsTheEnvironmentAndNamesBadValues) {
   ::unsetenv("TPCOMM_CHUNK_BYTES");
 }
 
+TEST(Config, ThreadsPerRankAreAutoOrANumberFrom1To64) {
+  ::setenv("TPCOMM_THREADS", "auto", 1);
+  EXPECT_EQ(Config::from_environment().threads, -1);
+  ::setenv("TPCOMM_THREADS", "3", 1);
+  ::setenv("TPCOMM_THREADS_MIN_BYTES", "256K", 1);
+  const Config config = Config::from_environment();
+  EXPECT_EQ(config.threads, 3);
+  EXPECT_EQ(config.threads_min_bytes, 256u << 10);
+  for (const char* bad : {"0", "65", "two", "3x", "-1"}) {
+    ::setenv("TPCOMM_THREADS", bad, 1);
+    try {
+      Config::from_environment();
+      ADD_FAILURE() << "TPCOMM_THREADS=" << bad << " must be rejected";
+    } catch (const tpcomm::Error& error) {
+      EXPECT_EQ(error.code(), tpcomm::ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(error.what()).find("TPCOMM_THREADS"), std::string::npos) << error.what();
+    }
+  }
+  ::unsetenv("TPCOMM_THREADS");
+  ::unsetenv("TPCOMM_THREADS_MIN_BYTES");
+}
+
 // The default all_reduce algorithm follows the measured crossovers (see
 // default_prefers_one_shot); an explicit limit or a forced name overrides it.
 TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {

@@ -26,7 +26,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.publish(round, call);
     channel.wait_all_published(round, call);
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, round);
-    fold(args.recv + offset, sources.data(), n, range.count);
+    channel.fold(fold, args.recv + offset, sources.data(), n, range.count, element);
     channel.release(round);
   }
 }
@@ -56,15 +56,15 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.acquire_slot(reduced_round, call);
     const std::size_t my_offset = mine.begin * element;
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, input_round) + my_offset;
-    fold(channel.slot(me, reduced_round) + my_offset, sources.data(), n, mine.count);
+    channel.fold(fold, channel.slot(me, reduced_round) + my_offset, sources.data(), n, mine.count, element);
     channel.release(input_round);
     channel.publish(reduced_round, call);
     channel.wait_all_published(reduced_round, call);
     // ...and gather every rank's reduced block into the output.
     for (int r = 0; r < n; ++r) {
       const Range block = block_range(range.count, static_cast<std::size_t>(n), static_cast<std::size_t>(r));
-      std::memcpy(args.recv + offset + block.begin * element, channel.slot(r, reduced_round) + block.begin * element,
-                  block.count * element);
+      channel.copy_out(args.recv + offset + block.begin * element,
+                       channel.slot(r, reduced_round) + block.begin * element, block.count * element);
     }
     channel.release(reduced_round);
   }

@@ -23,7 +23,7 @@ void zero_copy_one_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args
   const std::uint64_t round = channel.next_round();
   channel.publish(round, call);
   channel.wait_all_published(round, call);
-  fold_function(args.dtype, args.op)(args.recv, sources.data(), n, args.count);
+  channel.fold(fold_function(args.dtype, args.op), args.recv, sources.data(), n, args.count, element);
   channel.release(round);
   channel.wait_all_released(round, call);
 }
@@ -42,7 +42,8 @@ void zero_copy_two_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args
   for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = input_of(args, r, mine.begin, element);
   // The destination is one of the sources (this rank's own block): the fold
   // loads a whole tile from every source before it stores that tile.
-  fold_function(args.dtype, args.op)(input_of(args, me, mine.begin, element), sources.data(), n, mine.count);
+  channel.fold(fold_function(args.dtype, args.op), input_of(args, me, mine.begin, element), sources.data(), n,
+               mine.count, element);
   channel.release(reduce_round);
 
   const std::uint64_t gather_round = channel.next_round();
@@ -51,8 +52,8 @@ void zero_copy_two_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args
   for (int r = 0; r < n; ++r) {
     if (r == me) continue;
     const Range block = block_range(args.count, parts, static_cast<std::size_t>(r));
-    std::memcpy(input_of(args, me, block.begin, element), input_of(args, r, block.begin, element),
-                block.count * element);
+    channel.copy_out(input_of(args, me, block.begin, element), input_of(args, r, block.begin, element),
+                     block.count * element);
   }
   channel.release(gather_round);
   channel.wait_all_released(gather_round, call);

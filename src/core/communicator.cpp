@@ -32,6 +32,7 @@
 #include "core/config.hpp"
 #include "core/job_token.hpp"
 #include "core/error.hpp"
+#include "core/worker_pool.hpp"
 #include "shm/channel.hpp"
 #include "shm/layout.hpp"
 #include "shm/segment.hpp"
@@ -239,6 +240,26 @@ class ShmCommunicator final : public Communicator::Impl {
     // the time slice the peer needs. With more ranks than CPUs, yield at once.
     channel_.policy().spin_count =
         config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 1000);
+    // Helper threads only where every rank can have CPUs of its own for them.
+    set_threads(config_.threads > 0 ? config_.threads : std::clamp(online_cpus() / world_size, 1, 4));
+  }
+
+  int threads() const { return threads_; }
+
+  void set_threads(int threads) {
+    threads_ = threads;
+    channel_.copy_policy().workers = nullptr;
+    channel_.copy_policy().split_min_bytes = config_.threads_min_bytes;
+    workers_.reset();
+  }
+
+  // The helper threads start with the first all_reduce large enough to use
+  // them: a program of small messages (or world size 1) never has any.
+  void start_workers_for(std::size_t bytes) {
+    if (threads_ > 1 && !workers_ && bytes >= config_.threads_min_bytes) {
+      workers_ = std::make_unique<WorkerPool>(threads_);
+      channel_.copy_policy().workers = workers_.get();
+    }
   }
 
   int rank() const override { return rank_; }
@@ -299,6 +320,7 @@ class ShmCommunicator final : public Communicator::Impl {
         if (send_bytes != recv_bytes) std::memcpy(recv_bytes, send_bytes, bytes);
         return;
       }
+      start_workers_for(bytes);
       if (const SharedRegion* region = shared_region_of(send_bytes, bytes)) {
         const bool in_place = send_bytes == recv_bytes;
         const std::size_t offset = static_cast<std::size_t>(send_bytes - (region->regions + rank_ * region->stride));
@@ -541,6 +563,7 @@ class ShmCommunicator final : public Communicator::Impl {
     auto& child_impl = static_cast<ShmCommunicator&>(CommunicatorImplementation::impl_of(child));
     child_impl.channel_.policy().spin_count = std::min(child_impl.channel_.policy().spin_count,
                                                        channel_.policy().spin_count);
+    child_impl.set_threads(std::min(child_impl.threads(), threads()));
     return child;
   }
 
@@ -1090,6 +1113,8 @@ class ShmCommunicator final : public Communicator::Impl {
   std::uint64_t fork_generation_ = 0;
   ShmSegment segment_;
   ShmChannel channel_;
+  int threads_ = 1;                      // threads per rank moving data, this one included
+  std::unique_ptr<WorkerPool> workers_;  // its helper threads, once started
   std::optional<Error> failure_;
   bool in_protocol_ = false;  // inside run_guarded: errors there are not argument errors
 };

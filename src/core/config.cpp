@@ -17,6 +17,9 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size and dtype", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
       {"TPCOMM_NT_MIN_BYTES", "1M", "chunks of at least this size are copied into staging with non-temporal stores"},
+      {"TPCOMM_THREADS", "auto",
+       "threads per rank that move the data of large all_reduce steps (auto: CPUs / ranks, at most 4)"},
+      {"TPCOMM_THREADS_MIN_BYTES", "1M", "all_reduce steps (copy in, fold, copy out) of this size and up use those threads"},
       {"TPCOMM_ISA", "best available", "force the reduction kernel level: scalar or avx2 (read once per process)"},
       {"TPCOMM_RANK, TPCOMM_WORLD_SIZE, TPCOMM_JOB_ID", "-", "set by tpcomm-run; read by from_env"},
       {"TPCOMM_NODE_ID", "the machine", "under MPI: ranks with the same value form one node (emulate several nodes on one machine)"},
@@ -81,6 +84,19 @@ Config Config::from_environment() {
   }
   if (const char* value = env("TPCOMM_SPIN")) {
     config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));
+  }
+  if (const char* value = env("TPCOMM_THREADS"); value != nullptr && std::string_view(value) != "auto") {
+    char* end = nullptr;
+    errno = 0;
+    const long threads = std::strtol(value, &end, 10);
+    if (end == value || *end != '\0' || errno != 0 || threads < 1 || threads > 64) {
+      fail(ErrorCode::invalid_argument,
+           std::string("TPCOMM_THREADS: expected auto or a number of threads from 1 to 64, got '") + value + "'");
+    }
+    config.threads = static_cast<int>(threads);
+  }
+  if (const char* value = env("TPCOMM_THREADS_MIN_BYTES")) {
+    config.threads_min_bytes = parse_byte_size(value, "TPCOMM_THREADS_MIN_BYTES");
   }
   return config;
 }

@@ -26,6 +26,8 @@ struct Config {
   std::size_t one_shot_max_bytes = 0;  // TPCOMM_ONE_SHOT_MAX_BYTES (0: by world size)
   int spin_count = -1;                 // TPCOMM_SPIN (-1: by oversubscription)
   std::size_t streaming_min_bytes = std::size_t{1} << 20;  // TPCOMM_NT_MIN_BYTES
+  int threads = -1;                    // TPCOMM_THREADS (-1: by CPUs per rank)
+  std::size_t threads_min_bytes = std::size_t{1} << 20;  // TPCOMM_THREADS_MIN_BYTES
 
   // Reads the environment; throws invalid_argument naming a malformed variable.
   static Config from_environment();

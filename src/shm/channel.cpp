@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 
 #include "core/error.hpp"
+#include "core/worker_pool.hpp"
 #include "kernels/copy.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -340,8 +342,64 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
   }
 }
 
+namespace {
+
+// Pieces of a split step start at multiples of this many bytes (or elements,
+// for a fold): whole cache lines, and whole vectors of every kernel.
+constexpr std::size_t kPieceGranule = 256;
+
+int split_parts(const CopyPolicy& policy, std::size_t bytes) {
+  if (policy.workers == nullptr || bytes < policy.split_min_bytes) return 1;
+  return policy.workers->threads();
+}
+
+}  // namespace
+
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
-  copy_to_shared(slot, src, bytes, copy_policy_.streaming_min_bytes);
+  const int parts = split_parts(copy_policy_, bytes);
+  if (parts == 1) {
+    copy_to_shared(slot, src, bytes, copy_policy_.streaming_min_bytes);
+    return;
+  }
+  // Each piece decides on streaming stores by the whole step's size, and each
+  // helper fences its own streaming stores (copy_to_shared ends with sfence)
+  // before run() sees it finish: the round is published after all of them.
+  copy_policy_.workers->run(parts, [&](int i) {
+    const std::size_t begin = piece_begin(bytes, parts, i, kPieceGranule);
+    const std::size_t end = piece_begin(bytes, parts, i + 1, kPieceGranule);
+    copy_to_shared(slot + begin, src + begin, end - begin, bytes >= copy_policy_.streaming_min_bytes ? 0 : SIZE_MAX);
+  });
+}
+
+void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const {
+  const int parts = split_parts(copy_policy_, bytes);
+  if (parts == 1) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  copy_policy_.workers->run(parts, [&](int i) {
+    const std::size_t begin = piece_begin(bytes, parts, i, kPieceGranule);
+    std::memcpy(dst + begin, src + begin, piece_begin(bytes, parts, i + 1, kPieceGranule) - begin);
+  });
+}
+
+void ShmChannel::fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
+                      std::size_t element) const {
+  const int parts = split_parts(copy_policy_, count * element);
+  if (parts == 1) {
+    kernel(dst, sources, n, count);
+    return;
+  }
+  copy_policy_.workers->run(parts, [&](int i) {
+    const std::size_t begin = piece_begin(count, parts, i, kPieceGranule);
+    const std::size_t end = piece_begin(count, parts, i + 1, kPieceGranule);
+    if (begin == end) return;
+    std::array<const void*, kMaxWorldSize> moved{};
+    for (int k = 0; k < n; ++k) {
+      moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
+    }
+    kernel(dst + begin * element, moved.data(), n, end - begin);
+  });
 }
 
 void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reason) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "kernels/reduce.hpp"
 #include "shm/layout.hpp"
 #include "tpcomm/tpcomm.hpp"
 
@@ -73,9 +74,14 @@ struct WaitPolicy {
   int spin_count = 4096;  // pause iterations before yielding
 };
 
-// How data is copied into staging slots (see kernels/copy.hpp).
+class WorkerPool;
+
+// How data is moved: into staging slots (see kernels/copy.hpp), and by how
+// many of the rank's threads (see core/worker_pool.hpp).
 struct CopyPolicy {
   std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
+  WorkerPool* workers = nullptr;               // helper threads, if the rank has any
+  std::size_t split_min_bytes = SIZE_MAX;      // steps of this size and up are split among them
 };
 
 // One waiter's back-off schedule: spin with a pause, then yield (so an
@@ -113,6 +119,12 @@ class ShmChannel {
   CopyPolicy& copy_policy() { return copy_policy_; }
   // Copies `bytes` into a slot (or any shared memory a peer reads next).
   void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const;
+  // Copies `bytes` out of shared memory into the caller's buffer.
+  void copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const;
+  // kernel(dst, sources, n, count) for elements of `element` bytes. These
+  // three split large steps among the rank's threads (CopyPolicy).
+  void fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
+            std::size_t element) const;
 
   WaitPolicy& policy() { return policy_; }
   const WaitPolicy& policy() const { return policy_; }
