@@ -12,12 +12,12 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "collective_cases.hpp"
 #include "hierarchical_reference.hpp"
 #include "mpi_test_support.hpp"
 #include "reference.hpp"
@@ -25,80 +25,17 @@
 
 namespace {
 
+using namespace tpcomm::collective_cases;
 using tpcomm::DataType;
 using tpcomm::ReduceOp;
 using tpcomm::testing::check;
 namespace ref = tpcomm::reference;
-using Bytes = std::vector<unsigned char>;
-
-constexpr DataType kDataTypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
-                                   DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
-constexpr std::size_t kChunkBytes = 4096;
-
-enum class Kind { reduce_scatter, reduce_scatterv, all_gather, all_gatherv, broadcast, reduce, gather, scatter,
-                  all_to_all, all_to_allv, send_recv_ring, barrier, all_reduce };
-constexpr Kind kKinds[] = {Kind::reduce_scatter, Kind::reduce_scatterv, Kind::all_gather, Kind::all_gatherv,
-                           Kind::broadcast,      Kind::reduce,          Kind::gather,     Kind::scatter,
-                           Kind::all_to_all,     Kind::all_to_allv,     Kind::send_recv_ring, Kind::barrier,
-                           Kind::all_reduce};
-
-const char* kind_name(Kind k) {
-  static const char* names[] = {"reduce_scatter", "reduce_scatterv", "all_gather", "all_gatherv", "broadcast",
-                                "reduce", "gather", "scatter", "all_to_all", "all_to_allv", "sendrecv", "barrier",
-                                "all_reduce"};
-  return names[static_cast<int>(k)];
-}
-
-bool rooted(Kind k) { return k == Kind::broadcast || k == Kind::reduce || k == Kind::gather || k == Kind::scatter; }
-bool reduces(Kind k) {
-  return k == Kind::reduce_scatter || k == Kind::reduce_scatterv || k == Kind::reduce || k == Kind::all_reduce;
-}
-
-// Everything that defines one call; every rank derives the same Spec.
-struct Spec {
-  Kind kind;
-  DataType dtype;
-  ReduceOp op;
-  std::size_t count;
-  int root;
-  bool in_place;
-  std::uint64_t seed;
-  std::vector<std::size_t> counts;  // v forms: per-rank counts; all_to_allv: the n x n matrix row-major
-};
-
-std::string describe(const Spec& s) {
-  return std::string(kind_name(s.kind)) + " " + std::string(tpcomm::dtype_name(s.dtype)) + " " +
-         std::string(tpcomm::redop_name(s.op)) + " count " + std::to_string(s.count) + " root " +
-         std::to_string(s.root) + (s.in_place ? " in-place" : "");
-}
-
-Bytes pattern(DataType dt, std::size_t count, int rank, std::uint64_t seed) {
-  Bytes b(count * tpcomm::dtype_size(dt) + 1);
-  ref::fill_pattern(dt, b.data(), count, rank, seed);
-  return b;
-}
 
 struct Context {
   tpcomm::Communicator& comm;
   std::vector<std::vector<int>> nodes;
+  CaseChecks checks;
 };
-
-Bytes fold(const Context& c, const Spec& s, std::size_t count) {
-  const int world = c.comm.world_size();
-  std::vector<Bytes> inputs;
-  std::vector<const void*> pointers;
-  for (int r = 0; r < world; ++r) inputs.push_back(pattern(s.dtype, count, r, s.seed));
-  for (auto& in : inputs) pointers.push_back(in.data());
-  Bytes out(count * tpcomm::dtype_size(s.dtype) + 1);
-  ref::hierarchical_reduce(s.dtype, s.op, pointers, c.nodes, out.data(), count);
-  return out;
-}
-
-void expect_equal(const Spec& s, const unsigned char* got, const unsigned char* want, std::size_t count,
-                  const std::string& what) {
-  const std::size_t wrong = ref::count_mismatches(s.dtype, got, want, count);
-  check(wrong == 0, describe(s) + ": " + what + ": " + std::to_string(wrong) + " wrong elements");
-}
 
 // Every rank holds bitwise the same bytes (checked with MPI, not tpcomm).
 void expect_same_on_every_rank(const Spec& s, const unsigned char* data, std::size_t bytes) {
@@ -110,169 +47,14 @@ void expect_same_on_every_rank(const Spec& s, const unsigned char* data, std::si
   check(lowest[0] == -lowest[1], describe(s) + ": ranks received different bytes");
 }
 
-std::size_t sum(const std::vector<std::size_t>& v, std::size_t begin, std::size_t end) {
-  return std::accumulate(v.begin() + static_cast<long>(begin), v.begin() + static_cast<long>(end), std::size_t{0});
-}
-
-// Runs one Spec on this rank and checks the result against the reference.
-void run_one(Context& c, const Spec& s) {
-  tpcomm::Communicator& comm = c.comm;
-  const int n = comm.world_size();
-  const int me = comm.rank();
-  const auto un = static_cast<std::size_t>(n);
-  const auto ume = static_cast<std::size_t>(me);
-  const std::size_t e = tpcomm::dtype_size(s.dtype);
-  switch (s.kind) {
-    case Kind::all_reduce: {
-      Bytes buf = pattern(s.dtype, s.count, me, s.seed), out(buf.size());
-      unsigned char* result = s.in_place ? buf.data() : out.data();
-      comm.all_reduce(buf.data(), result, s.count, s.dtype, s.op);
-      expect_equal(s, result, fold(c, s, s.count).data(), s.count, "result");
-      expect_same_on_every_rank(s, result, s.count * e);
-      break;
-    }
-    case Kind::reduce_scatter:
-    case Kind::reduce_scatterv: {
-      const bool v = s.kind == Kind::reduce_scatterv;
-      const std::vector<std::size_t> counts = v ? s.counts : std::vector<std::size_t>(un, s.count);
-      const std::size_t total = sum(counts, 0, un), offset = sum(counts, 0, ume), mine = counts[ume];
-      Bytes send = pattern(s.dtype, total, me, s.seed), out(mine * e + 1);
-      unsigned char* recv = s.in_place ? send.data() + offset * e : out.data();
-      if (v) comm.reduce_scatterv(send.data(), recv, counts, s.dtype, s.op);
-      else comm.reduce_scatter(send.data(), recv, s.count, s.dtype, s.op);
-      const Bytes full = fold(c, s, total);
-      expect_equal(s, recv, full.data() + offset * e, mine, "my block");
-      break;
-    }
-    case Kind::all_gather:
-    case Kind::all_gatherv: {
-      const bool v = s.kind == Kind::all_gatherv;
-      const std::vector<std::size_t> counts = v ? s.counts : std::vector<std::size_t>(un, s.count);
-      const std::size_t total = sum(counts, 0, un), offset = sum(counts, 0, ume);
-      Bytes recv(total * e + 1, 0xee);
-      Bytes own = pattern(s.dtype, counts[ume], me, s.seed);
-      const unsigned char* send = own.data();
-      if (s.in_place) {
-        std::memcpy(recv.data() + offset * e, own.data(), counts[ume] * e);
-        send = recv.data() + offset * e;
-      }
-      if (v) comm.all_gatherv(send, recv.data(), counts, s.dtype);
-      else comm.all_gather(send, recv.data(), s.count, s.dtype);
-      for (int r = 0; r < n; ++r) {
-        const Bytes want = pattern(s.dtype, counts[static_cast<std::size_t>(r)], r, s.seed);
-        expect_equal(s, recv.data() + sum(counts, 0, static_cast<std::size_t>(r)) * e, want.data(),
-                     counts[static_cast<std::size_t>(r)], "block of rank " + std::to_string(r));
-      }
-      break;
-    }
-    case Kind::broadcast: {
-      Bytes send = pattern(s.dtype, s.count, me, s.seed), out(s.count * e + 1, 0xee);
-      unsigned char* recv = (me == s.root && s.in_place) ? send.data() : out.data();
-      comm.broadcast(me == s.root ? send.data() : nullptr, recv, s.count, s.dtype, s.root);
-      expect_equal(s, recv, pattern(s.dtype, s.count, s.root, s.seed).data(), s.count, "broadcast value");
-      break;
-    }
-    case Kind::reduce: {
-      Bytes send = pattern(s.dtype, s.count, me, s.seed), out(s.count * e + 1, 0xee);
-      unsigned char* recv = me == s.root ? (s.in_place ? send.data() : out.data()) : nullptr;
-      comm.reduce(send.data(), recv, s.count, s.dtype, s.op, s.root);
-      if (me == s.root) expect_equal(s, recv, fold(c, s, s.count).data(), s.count, "reduced value");
-      break;
-    }
-    case Kind::gather: {
-      Bytes recv(me == s.root ? un * s.count * e + 1 : 1, 0xee);
-      Bytes own = pattern(s.dtype, s.count, me, s.seed);
-      const unsigned char* send = own.data();
-      if (s.in_place && me == s.root) {
-        std::memcpy(recv.data() + ume * s.count * e, own.data(), s.count * e);
-        send = recv.data() + ume * s.count * e;
-      }
-      comm.gather(send, me == s.root ? recv.data() : nullptr, s.count, s.dtype, s.root);
-      if (me == s.root) {
-        for (int r = 0; r < n; ++r) {
-          expect_equal(s, recv.data() + static_cast<std::size_t>(r) * s.count * e,
-                       pattern(s.dtype, s.count, r, s.seed).data(), s.count, "gathered block " + std::to_string(r));
-        }
-      }
-      break;
-    }
-    case Kind::scatter: {
-      Bytes send = pattern(s.dtype, un * s.count, s.root, s.seed), out(s.count * e + 1, 0xee);
-      unsigned char* recv = (me == s.root && s.in_place) ? send.data() + ume * s.count * e : out.data();
-      comm.scatter(me == s.root ? send.data() : nullptr, recv, s.count, s.dtype, s.root);
-      const Bytes whole = pattern(s.dtype, un * s.count, s.root, s.seed);
-      expect_equal(s, recv, whole.data() + ume * s.count * e, s.count, "scattered block");
-      break;
-    }
-    case Kind::all_to_all: {
-      Bytes send = pattern(s.dtype, un * s.count, me, s.seed), out(un * s.count * e + 1, 0xee);
-      unsigned char* recv = s.in_place ? send.data() : out.data();
-      comm.all_to_all(send.data(), recv, s.count, s.dtype);
-      for (int r = 0; r < n; ++r) {
-        const Bytes theirs = pattern(s.dtype, un * s.count, r, s.seed);
-        expect_equal(s, recv + static_cast<std::size_t>(r) * s.count * e, theirs.data() + ume * s.count * e, s.count,
-                     "block from rank " + std::to_string(r));
-      }
-      break;
-    }
-    case Kind::all_to_allv: {
-      // counts[s * n + d]: elements rank s sends to rank d, packed in
-      // destination order with a one-element gap, so displacements matter.
-      auto at = [&](std::size_t src, std::size_t dst) { return s.counts[src * un + dst]; };
-      std::vector<std::size_t> send_counts(un), send_displs(un), recv_counts(un), recv_displs(un);
-      std::size_t send_total = 0, recv_total = 0;
-      for (std::size_t d = 0; d < un; ++d) {
-        send_counts[d] = at(ume, d);
-        send_displs[d] = send_total;
-        send_total += send_counts[d] + 1;
-        recv_counts[d] = at(d, ume);
-        recv_displs[d] = recv_total;
-        recv_total += recv_counts[d] + 1;
-      }
-      Bytes send = pattern(s.dtype, send_total, me, s.seed), recv(recv_total * e + 1, 0xee);
-      comm.all_to_allv(send.data(), send_counts, send_displs, recv.data(), recv_counts, recv_displs, s.dtype);
-      for (std::size_t src = 0; src < un; ++src) {
-        std::size_t their_displ = 0;
-        for (std::size_t d = 0; d < ume; ++d) their_displ += at(src, d) + 1;
-        const Bytes theirs = pattern(s.dtype, their_displ + at(src, ume), static_cast<int>(src), s.seed);
-        expect_equal(s, recv.data() + recv_displs[src] * e, theirs.data() + their_displ * e, at(src, ume),
-                     "block from rank " + std::to_string(src));
-      }
-      break;
-    }
-    case Kind::send_recv_ring: {
-      if (n == 1) break;
-      // Neighbours in rank order: with emulated nodes some hops stay on a
-      // node (shared memory) and some cross nodes (MPI), in one batch.
-      Bytes send = pattern(s.dtype, s.count, me, s.seed), recv(s.count * e + 1, 0xee);
-      using Op = tpcomm::Communicator::PointToPoint;
-      const int next = (me + 1) % n, prev = (me + n - 1) % n;
-      const Op ops[] = {{Op::Kind::recv, recv.data(), s.count, s.dtype, prev},
-                        {Op::Kind::send, send.data(), s.count, s.dtype, next}};
-      comm.batch(ops);
-      expect_equal(s, recv.data(), pattern(s.dtype, s.count, prev, s.seed).data(), s.count, "ring receive");
-      break;
-    }
-    case Kind::barrier:
-      comm.barrier();
-      break;
-  }
-}
-
-std::vector<std::size_t> uneven_counts(std::mt19937_64& random, std::size_t entries, std::size_t largest) {
-  std::vector<std::size_t> counts(entries);
-  for (auto& c : counts) c = (random() % 4 == 0) ? 0 : random() % (largest + 1);
-  return counts;
-}
-
-Spec make_spec(Kind kind, DataType dt, ReduceOp op, std::size_t count, int root, bool in_place, std::uint64_t seed,
-               int world) {
-  Spec s{kind, dt, op, count, root, in_place, seed, {}};
-  std::mt19937_64 random(seed);
-  const auto un = static_cast<std::size_t>(world);
-  if (kind == Kind::reduce_scatterv || kind == Kind::all_gatherv) s.counts = uneven_counts(random, un, count);
-  if (kind == Kind::all_to_allv) s.counts = uneven_counts(random, un * un, count);
-  return s;
+// The reference folds in the multi-node order of `nodes`, and every rank's
+// all_reduce result must be the same bytes.
+CaseChecks multi_node_checks(const std::vector<std::vector<int>>& nodes) {
+  CaseChecks checks;
+  checks.fold = [nodes](DataType dt, ReduceOp op, const std::vector<const void*>& inputs, void* out,
+                        std::size_t count) { ref::hierarchical_reduce(dt, op, inputs, nodes, out, count); };
+  checks.all_reduce_result = expect_same_on_every_rank;
+  return checks;
 }
 
 struct Tally {
@@ -285,7 +67,7 @@ struct Tally {
 void run_checked(Context& c, const Spec& s, Tally& tally) {
   ++tally.checks;
   try {
-    run_one(c, s);
+    run_case(c.comm, s, c.checks);
   } catch (const tpcomm::Error& error) {
     std::fprintf(stderr, "[rank %d] %s: tpcomm error: %s\n", c.comm.rank(), describe(s).c_str(), error.what());
     MPI_Abort(MPI_COMM_WORLD, 3);
@@ -295,55 +77,22 @@ void run_checked(Context& c, const Spec& s, Tally& tally) {
   }
 }
 
+// The matrix's roots are the last rank (alone on its node in 3 + 1) and a
+// middle rank that does not lead its node when nodes have two or more ranks.
 void run_matrix(Context& c, Tally& tally) {
-  const int world = c.comm.world_size();
-  std::uint64_t seed = 7;
-  // The last rank (alone on its node in 3 + 1) and a middle rank that does not
-  // lead its node when nodes have two or more ranks.
-  const std::vector<int> roots = world == 1 ? std::vector<int>{0} : std::vector<int>{world - 1, world / 2};
+  MatrixScope scope;
   for (Kind kind : kKinds) {
-    if (kind == Kind::barrier) continue;
-    for (DataType dt : kDataTypes) {
-      const std::size_t per_chunk = kChunkBytes / tpcomm::dtype_size(dt);
-      const std::vector<std::size_t> counts{0, 1, 7, 63, per_chunk / 3 + 1, per_chunk + 1, 9 * per_chunk + 5};
-      std::vector<ReduceOp> ops{ReduceOp::sum};
-      if (reduces(kind) && (dt == DataType::bf16 || dt == DataType::i32 || dt == DataType::f64)) {
-        ops = {ReduceOp::sum, ReduceOp::prod, ReduceOp::min, ReduceOp::max};
-        if (ref::is_float(dt)) ops.push_back(ReduceOp::avg);
-      }
-      if (kind == Kind::all_reduce && dt == DataType::f16) ops = {ReduceOp::sum, ReduceOp::avg};
-      for (ReduceOp op : ops) {
-        for (int root : rooted(kind) ? roots : std::vector<int>{0}) {
-          for (bool in_place : {false, true}) {
-            if (in_place && (kind == Kind::all_to_allv || kind == Kind::send_recv_ring)) continue;
-            for (std::size_t count : counts) {
-              run_checked(c, make_spec(kind, dt, op, count, root, in_place, ++seed, world), tally);
-            }
-          }
-        }
-      }
-    }
+    if (kind != Kind::barrier) scope.kinds.push_back(kind);
   }
+  for_each_matrix_spec(c.comm.world_size(), scope, [&](const Spec& spec) { run_checked(c, spec, tally); });
 }
 
 // Mixed collectives in random order (kind, dtype, size including 0, root,
 // in-place or not), agreed through a shared seed: collectives of different
 // kinds must never disturb one another.
 void run_mix(Context& c, Tally& tally) {
-  const int world = c.comm.world_size();
   std::mt19937_64 shared(20261128);
-  for (int i = 0; i < 600; ++i) {
-    const Kind kind = kKinds[shared() % std::size(kKinds)];
-    const DataType dt = kDataTypes[shared() % std::size(kDataTypes)];
-    ReduceOp op = static_cast<ReduceOp>(shared() % 5);
-    if (op == ReduceOp::avg && !ref::is_float(dt)) op = ReduceOp::max;
-    const std::size_t sizes[] = {0, 1, 5, 100, 1000, 3000};
-    const std::size_t count = sizes[shared() % std::size(sizes)];
-    const int root = static_cast<int>(shared() % static_cast<std::uint64_t>(world));
-    bool in_place = shared() % 2 == 0;
-    if (kind == Kind::all_to_allv || kind == Kind::send_recv_ring) in_place = false;
-    run_checked(c, make_spec(kind, dt, op, count, root, in_place, shared(), world), tally);
-  }
+  for (int i = 0; i < 600; ++i) run_checked(c, random_spec(shared, c.comm.world_size()), tally);
 }
 
 // Inputs whose sums and products depend on the order of the fold: signed
@@ -465,7 +214,8 @@ int main(int argc, char** argv) {
     options.chunk_bytes = kChunkBytes;
     options.timeout = std::chrono::seconds(60);
     tpcomm::Communicator comm = tpcomm::testing::make_communicator(via, options);
-    Context context{comm, tpcomm::testing::node_layout(MPI_COMM_WORLD)};
+    Context context{comm, tpcomm::testing::node_layout(MPI_COMM_WORLD), {}};
+    context.checks = multi_node_checks(context.nodes);
     // One node: the plain shared-memory communicator; several: the hierarchical one.
     const std::string algorithm(comm.all_reduce_algorithm(1 << 20));
     const bool hierarchical = algorithm.rfind("hierarchical", 0) == 0;

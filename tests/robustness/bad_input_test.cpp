@@ -21,10 +21,6 @@
 namespace {
 
 using namespace tpcomm::robustness;
-using tpcomm::Communicator;
-using tpcomm::DataType;
-using tpcomm::ErrorCode;
-using tpcomm::ReduceOp;
 
 constexpr int kWorld = 3;
 constexpr double kDeadline = 5.0;
@@ -312,21 +308,12 @@ void run_rows(const std::vector<Row>& table, const std::string& label, RunRow ru
 }
 
 void run_cpp_row(const CppRow& row, int rank, const std::string& job, RowResult& result) {
-  tpcomm::CommOptions options;
-  options.timeout = std::chrono::duration<double>(kDeadline);
-  auto comm = Communicator::create(rank, kWorld, job, options);
+  auto comm = create_with_timeout(rank, kWorld, job, kDeadline);
   Scratch scratch;
   try {
-    row.call(rank, comm, scratch);
-    note_problem(result, "the call was accepted");
-  } catch (const tpcomm::Error& error) {
-    const std::string message = error.what();
-    if (error.code() != row.code) {
-      note_problem(result, std::string("expected ") + code_name(row.code) + ", got " + code_name(error.code()) + ": " +
-                               message);
-    } else if (message.find(row.needle) == std::string::npos) {
-      note_problem(result, "message lacks '" + row.needle + "': " + message);
-    }
+    expect_error([&] { row.call(rank, comm, scratch); }, row.code, {row.needle}, "the call");
+  } catch (const std::exception& error) {
+    note_problem(result, error.what());
   }
   try {
     expect_valid_all_reduce(comm, rank);
@@ -446,11 +433,7 @@ std::vector<CRow> c_table() {
 }
 
 void run_c_row(const CRow& row, int rank, const std::string& job, RowResult& result) {
-  tpcomm_options_t options;
-  tpcomm_options_init(&options);
-  options.timeout_seconds = kDeadline;
-  tpcomm_comm_t comm = nullptr;
-  check(tpcomm_comm_create(rank, kWorld, job.c_str(), &options, &comm) == TPCOMM_SUCCESS, tpcomm_last_error());
+  tpcomm_comm_t comm = create_c_with_timeout(rank, kWorld, job, kDeadline);
   Scratch scratch;
   const tpcomm_status_t status = row.call(rank, comm, scratch);
   const std::string message = tpcomm_last_error();
@@ -543,15 +526,8 @@ TEST(BadInput, CApiReportsUseAfterDestroy) {
 TEST(BadInput, UseFromAForkedChildIsRefusedAndTheParentStaysUsable) {
   const std::string job = job_id("fork");
   RankProcesses ranks(kWorld, [&](int rank) {
-    tpcomm::CommOptions options;
-    options.timeout = std::chrono::duration<double>(kDeadline);
-    auto comm = Communicator::create(rank, kWorld, job, options);
-    tpcomm_options_t c_options;
-    tpcomm_options_init(&c_options);
-    c_options.timeout_seconds = kDeadline;
-    tpcomm_comm_t c_comm = nullptr;
-    check(tpcomm_comm_create(rank, kWorld, (job + "c").c_str(), &c_options, &c_comm) == TPCOMM_SUCCESS,
-          tpcomm_last_error());
+    auto comm = create_with_timeout(rank, kWorld, job, kDeadline);
+    tpcomm_comm_t c_comm = create_c_with_timeout(rank, kWorld, job + "c", kDeadline);
     std::fflush(stderr);
     const pid_t child = ::fork();
     if (child == 0) {
@@ -582,8 +558,7 @@ TEST(BadInput, UseFromAForkedChildIsRefusedAndTheParentStaysUsable) {
           std::string("C communicator after the fork: ") + tpcomm_last_error());
     check(tpcomm_comm_destroy(c_comm) == TPCOMM_SUCCESS, tpcomm_last_error());
   });
-  EXPECT_TRUE(ranks.wait_all(60)) << ranks.describe();
-  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(ranks.end(r).exit_code, 0) << ranks.describe();
+  expect_all_exited_zero(ranks, 60);
 }
 
 // ---- errors only some ranks can see ----------------------------------------
@@ -618,8 +593,7 @@ TEST(BadInput, HugeTimeoutDoesNotExpireAtOnce) {
     if (rank == 1) sleep_seconds(0.3);  // rank 0 has to wait, long enough for the deadline checks
     comm.barrier();
   });
-  EXPECT_TRUE(ranks.wait_all(30)) << ranks.describe();
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(ranks.end(r).exit_code, 0) << ranks.describe();
+  expect_all_exited_zero(ranks, 30);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,15 +25,25 @@
 namespace {
 
 using namespace tpcomm::robustness;
-using tpcomm::Communicator;
-using tpcomm::DataType;
-using tpcomm::ErrorCode;
-using tpcomm::ReduceOp;
 
-void expect_all_exited_zero(RankProcesses& ranks, double timeout) {
-  ASSERT_TRUE(ranks.wait_all(timeout)) << ranks.describe();
-  for (int r = 0; r < ranks.world(); ++r) {
-    EXPECT_TRUE(ranks.end(r).exited && ranks.end(r).exit_code == 0) << ranks.describe();
+// A new job with the id `job` starts although /dev/shm holds a leftover of
+// that id: each of its `world` ranks creates its communicator and completes
+// `call` on it. `leftover` names the leftover in failure messages.
+void expect_new_job_starts(const std::string& job, int world, const tpcomm::CommOptions& options,
+                           const std::function<void(Communicator& comm, int rank)>& call, const std::string& leftover) {
+  SharedArray<RankReport> board(static_cast<std::size_t>(world));
+  RankProcesses ranks(world, [&](int rank) {
+    board[static_cast<std::size_t>(rank)].observe([&] {
+      auto comm = Communicator::create(rank, world, job, options);
+      call(comm, rank);
+    });
+  });
+  ASSERT_TRUE(ranks.wait_all(60)) << ranks.describe();
+  for (int r = 0; r < world; ++r) {
+    const RankReport& report = board[static_cast<std::size_t>(r)];
+    EXPECT_EQ(report.outcome.load(), RankReport::succeeded)
+        << leftover << " leftover, rank " << r << ": " << code_name(static_cast<ErrorCode>(report.code)) << ": "
+        << report.message;
   }
 }
 
@@ -109,27 +120,16 @@ TEST(Hygiene, LeftoverOfACrashedJobDoesNotBlockANewJobWithTheSameId) {
   const std::vector<std::string> leftover = segments_of(job);
   ASSERT_EQ(leftover.size(), 1u) << "the crashed job should have left its segment: " << join(leftover);
 
-  SharedArray<RankReport> board(kWorld);
-  RankProcesses ranks(kWorld, [&](int rank) {
-    tpcomm::CommOptions options;
-    options.timeout = std::chrono::seconds(5);
-    try {
-      auto comm = Communicator::create(rank, kWorld, job, options);
-      std::int64_t value = rank + 1, sum = 0;
-      comm.all_reduce(&value, &sum, 1, DataType::i64, ReduceOp::sum);
-      check(sum == 3, "wrong sum " + std::to_string(sum));
-      board[static_cast<std::size_t>(rank)].outcome = RankReport::succeeded;
-    } catch (const tpcomm::Error& error) {
-      board[static_cast<std::size_t>(rank)].record(error);
-    }
-  });
-  ASSERT_TRUE(ranks.wait_all(60)) << ranks.describe();
-  for (int r = 0; r < kWorld; ++r) {
-    const RankReport& report = board[static_cast<std::size_t>(r)];
-    EXPECT_EQ(report.outcome.load(), RankReport::succeeded)
-        << "rank " << r << " of the new job with the crashed job's id: " << code_name(static_cast<ErrorCode>(report.code))
-        << ": " << report.message;
-  }
+  tpcomm::CommOptions options;
+  options.timeout = std::chrono::seconds(5);
+  ASSERT_NO_FATAL_FAILURE(expect_new_job_starts(
+      job, kWorld, options,
+      [](Communicator& comm, int rank) {
+        std::int64_t value = rank + 1, sum = 0;
+        comm.all_reduce(&value, &sum, 1, DataType::i64, ReduceOp::sum);
+        check(sum == 3, "wrong sum " + std::to_string(sum));
+      },
+      "the crashed job's"));
   EXPECT_TRUE(segments_of(job).empty()) << join(segments_of(job));
   remove_segments_of(job);
 }
@@ -187,26 +187,12 @@ TEST(Hygiene, UninitialisedLeftoverDoesNotBlockANewJobWithTheSameId) {
       }
       ::close(fd);
     }
-    SharedArray<RankReport> board(kWorld);
-    RankProcesses ranks(kWorld, [&](int rank) {
-      tpcomm::CommOptions options;
-      options.timeout = std::chrono::seconds(3);
-      options.chunk_bytes = 64 * 1024;
-      try {
-        auto comm = Communicator::create(rank, kWorld, job, options);
-        comm.barrier();
-        board[static_cast<std::size_t>(rank)].outcome = RankReport::succeeded;
-      } catch (const tpcomm::Error& error) {
-        board[static_cast<std::size_t>(rank)].record(error);
-      }
-    });
-    ASSERT_TRUE(ranks.wait_all(60)) << ranks.describe();
-    for (int r = 0; r < kWorld; ++r) {
-      const RankReport& report = board[static_cast<std::size_t>(r)];
-      EXPECT_EQ(report.outcome.load(), RankReport::succeeded)
-          << (sized ? "full-size unmarked" : "empty") << " leftover, rank " << r << ": "
-          << code_name(static_cast<ErrorCode>(report.code)) << ": " << report.message;
-    }
+    tpcomm::CommOptions options;
+    options.timeout = std::chrono::seconds(3);
+    options.chunk_bytes = 64 * 1024;
+    ASSERT_NO_FATAL_FAILURE(expect_new_job_starts(
+        job, kWorld, options, [](Communicator& comm, int) { comm.barrier(); },
+        sized ? "full-size unmarked" : "empty"));
     remove_segments_of(job);
   }
 }

@@ -16,10 +16,6 @@
 namespace {
 
 using namespace tpcomm::robustness;
-using tpcomm::Communicator;
-using tpcomm::DataType;
-using tpcomm::ErrorCode;
-using tpcomm::ReduceOp;
 
 constexpr int kWorld = 3;
 constexpr double kDeadline = 5.0;
@@ -189,9 +185,7 @@ void run_table(const std::vector<Row>& table, SharedArray<RowOutcome>& outcomes)
       const Row& row = table[i];
       RowOutcome& out = outcomes[i * kWorld + static_cast<std::size_t>(rank)];
       if (row.environment) row.environment(rank);
-      tpcomm::CommOptions options;
-      options.timeout = std::chrono::duration<double>(kDeadline);
-      auto comm = Communicator::create(rank, kWorld, job, options);
+      auto comm = create_with_timeout(rank, kWorld, job, kDeadline);
       ::unsetenv("TPCOMM_ALGO");
       comm.barrier();
       Buffers buffers(rank);
@@ -216,9 +210,7 @@ void run_table(const std::vector<Row>& table, SharedArray<RowOutcome>& outcomes)
       out.recv_untouched = buffers.recv_untouched() ? 1 : 0;
     }
   });
-  const bool in_time = ranks.wait_all(static_cast<double>(rows) * (kDeadline + 2) + 30);
-  ASSERT_TRUE(in_time) << ranks.describe();
-  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(ranks.end(r).exit_code, 0) << ranks.describe();
+  expect_all_exited_zero(ranks, static_cast<double>(rows) * (kDeadline + 2) + 30);
 }
 
 TEST(Mismatch, EveryRankGetsAnErrorShowingBothSides) {
@@ -236,10 +228,7 @@ TEST(Mismatch, EveryRankGetsAnErrorShowingBothSides) {
                                                                   : "no error at all")
                           << message;
       if (!failed) continue;
-      EXPECT_EQ(static_cast<ErrorCode>(out.code.load()), ErrorCode::mismatch) << who << message;
-      for (const auto& token : row.tokens) {
-        EXPECT_NE(message.find(token), std::string::npos) << who << "message lacks '" << token << "': " << message;
-      }
+      expect_reported_error(static_cast<ErrorCode>(out.code.load()), message, ErrorCode::mismatch, row.tokens, who);
       EXPECT_LT(out.seconds, kDeadline * 0.8) << who << "reported only at the deadline: " << message;
     }
   }
@@ -278,9 +267,8 @@ TEST(Mismatch, ZeroCountAgainstANonZeroCountIsReportedOnEveryRank) {
     const std::string message = out.message;
     EXPECT_EQ(out.failed_in_call.load(), 1)
         << "rank " << r << ": " << (out.failed_in_next_call ? "only the next call failed: " : "no error: ") << message;
-    EXPECT_EQ(static_cast<ErrorCode>(out.code.load()), ErrorCode::mismatch) << "rank " << r << ": " << message;
-    EXPECT_TRUE(message.find("count=0") != std::string::npos && message.find("count=16") != std::string::npos)
-        << "rank " << r << ": the message must show both counts: " << message;
+    expect_reported_error(static_cast<ErrorCode>(out.code.load()), message, ErrorCode::mismatch, {"count=0", "count=16"},
+                          "rank " + std::to_string(r) + ": ");
   }
 }
 
@@ -324,13 +312,10 @@ TEST(Mismatch, DifferentChunkSizesAreReportedOnEveryRank) {
     options.timeout = std::chrono::duration<double>(kDeadline);
     options.chunk_bytes = rank == 0 ? 64 * 1024 : 128 * 1024;
     me.call_started_ns = now_ns();
-    try {
+    me.observe([&] {
       auto comm = Communicator::create(rank, kWorld, job, options);
       comm.barrier();
-      me.outcome = RankReport::succeeded;
-    } catch (const tpcomm::Error& error) {
-      me.record(error);
-    }
+    });
   });
   ASSERT_TRUE(ranks.wait_all(60)) << ranks.describe();
   for (int r = 0; r < kWorld; ++r) {

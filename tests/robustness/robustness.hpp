@@ -1,16 +1,17 @@
 // Process-level tools for the robustness tests: ranks as forked processes that
-// the test can kill from outside at a chosen moment, a board in shared memory
-// the ranks report to (it survives a rank's SIGKILL), and probes of what a
-// process holds (file descriptors, /dev/shm segments, mappings, memory).
+// the test can kill from outside at a chosen moment (RankProcesses, from
+// multiprocess.hpp), a board in shared memory the ranks report to (it survives
+// a rank's SIGKILL), probes of what a process holds (file descriptors,
+// /dev/shm segments, mappings, memory), and the setup and expectations the
+// tests share.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,20 +30,18 @@
 #include <thread>
 #include <vector>
 
+#include "multiprocess.hpp"
+#include "tpcomm/tpcomm.h"
 #include "tpcomm/tpcomm.hpp"
 
 namespace tpcomm::robustness {
 
-// ---- time ------------------------------------------------------------------
+// The library's names the tests use unqualified, through
+// `using namespace tpcomm::robustness`, and the process tools of multiprocess.hpp.
+using tpcomm::Communicator, tpcomm::DataType, tpcomm::ErrorCode, tpcomm::ReduceOp;
+using tpcomm::testing::check, tpcomm::testing::now_ns, tpcomm::testing::ProcessEnd, tpcomm::testing::RankProcesses;
 
-// CLOCK_MONOTONIC is one clock for every process of the machine, so a time
-// stamp taken by the test process (the moment of a kill) can be compared with
-// one taken by a rank (the moment its call failed).
-inline std::int64_t now_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+// ---- time ------------------------------------------------------------------
 
 inline double seconds_between(std::int64_t from_ns, std::int64_t to_ns) {
   return static_cast<double>(to_ns - from_ns) / 1e9;
@@ -150,12 +149,26 @@ inline long vm_rss_kib() {
   return -1;
 }
 
-// ---- errors ----------------------------------------------------------------
+// ---- communicators ----------------------------------------------------------
 
-// Throws std::runtime_error(message) when condition is false; for rank bodies.
-inline void check(bool condition, const std::string& message) {
-  if (!condition) throw std::runtime_error(message);
+// A communicator of `job` whose waits are bounded by timeout_seconds.
+inline Communicator create_with_timeout(int rank, int world, const std::string& job, double timeout_seconds) {
+  CommOptions options;
+  options.timeout = std::chrono::duration<double>(timeout_seconds);
+  return Communicator::create(rank, world, job, options);
 }
+
+// The same through the C API; throws with tpcomm_last_error() if creation fails.
+inline tpcomm_comm_t create_c_with_timeout(int rank, int world, const std::string& job, double timeout_seconds) {
+  tpcomm_options_t options;
+  tpcomm_options_init(&options);
+  options.timeout_seconds = timeout_seconds;
+  tpcomm_comm_t comm = nullptr;
+  check(tpcomm_comm_create(rank, world, job.c_str(), &options, &comm) == TPCOMM_SUCCESS, tpcomm_last_error());
+  return comm;
+}
+
+// ---- errors ----------------------------------------------------------------
 
 inline const char* code_name(ErrorCode code) {
   return tpcomm_status_string(static_cast<tpcomm_status_t>(code));
@@ -237,132 +250,20 @@ struct RankReport {
     later_code = static_cast<int>(error.code());
     std::snprintf(later_message, sizeof(later_message), "%s", error.what());
   }
+  // Runs call and records how it ended: succeeded, or failed with a
+  // tpcomm::Error. Any other exception passes through (the rank fails).
+  template <class Call>
+  void observe(Call&& call) {
+    try {
+      call();
+      outcome = succeeded;
+    } catch (const Error& error) {
+      record(error);
+    }
+  }
   void await_go() const {
     while (go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-};
-
-// ---- ranks as processes ----------------------------------------------------
-
-struct ProcessEnd {
-  bool ended = false;
-  bool exited = false;
-  int exit_code = -1;
-  int signal = 0;
-  std::string describe() const {
-    if (!ended) return "still running";
-    return exited ? "exit " + std::to_string(exit_code) : "signal " + std::to_string(signal);
-  }
-};
-
-// One forked process per rank. The test keeps the pids, so it can kill any
-// rank at any moment and decide when (or whether) to reap it: an unreaped
-// killed rank stays a zombie, as under a parent that has not noticed yet.
-class RankProcesses {
- public:
-  RankProcesses(int world, const std::function<void(int rank)>& body) : ends_(static_cast<std::size_t>(world)) {
-    std::fflush(stdout);
-    std::fflush(stderr);
-    for (int rank = 0; rank < world; ++rank) {
-      const pid_t pid = ::fork();
-      if (pid < 0) {
-        kill_all();
-        throw std::runtime_error("fork failed");
-      }
-      if (pid == 0) {
-        int code = 0;
-        try {
-          body(rank);
-        } catch (const std::exception& error) {
-          std::fprintf(stderr, "[rank %d] %s\n", rank, error.what());
-          code = 1;
-        } catch (...) {
-          std::fprintf(stderr, "[rank %d] unknown exception\n", rank);
-          code = 1;
-        }
-        std::fflush(stdout);
-        std::fflush(stderr);
-        ::_exit(code);  // skips the test framework's atexit handlers
-      }
-      pids_.push_back(pid);
-    }
-  }
-  RankProcesses(const RankProcesses&) = delete;
-  RankProcesses& operator=(const RankProcesses&) = delete;
-  ~RankProcesses() {
-    kill_all();
-    for (int rank = 0; rank < world(); ++rank) reap(rank);
-  }
-
-  int world() const { return static_cast<int>(pids_.size()); }
-  pid_t pid(int rank) const { return pids_[static_cast<std::size_t>(rank)]; }
-  const ProcessEnd& end(int rank) const { return ends_[static_cast<std::size_t>(rank)]; }
-
-  // SIGKILL now; returns the moment of the kill.
-  std::int64_t kill(int rank) {
-    ::kill(pid(rank), SIGKILL);
-    return now_ns();
-  }
-
-  void kill_all() {
-    for (std::size_t i = 0; i < pids_.size(); ++i) {
-      if (!ends_[i].ended) ::kill(pids_[i], SIGKILL);
-    }
-  }
-
-  // Blocks until the rank has ended.
-  void reap(int rank) {
-    auto& end = ends_[static_cast<std::size_t>(rank)];
-    if (end.ended) return;
-    int status = 0;
-    while (::waitpid(pid(rank), &status, 0) < 0 && errno == EINTR) {
-    }
-    note(end, status);
-  }
-
-  // Waits for every rank up to the timeout, then kills the rest. Returns true
-  // if all ended by themselves.
-  bool wait_all(double timeout_seconds) {
-    const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(timeout_seconds * 1e9);
-    bool in_time = true;
-    for (;;) {
-      bool all_ended = true;
-      for (std::size_t i = 0; i < pids_.size(); ++i) {
-        if (ends_[i].ended) continue;
-        int status = 0;
-        if (::waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {
-          note(ends_[i], status);
-        } else {
-          all_ended = false;
-        }
-      }
-      if (all_ended) return in_time;
-      if (now_ns() > deadline && in_time) {
-        in_time = false;
-        kill_all();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  }
-
-  std::string describe() const {
-    std::string text;
-    for (int rank = 0; rank < world(); ++rank) {
-      text += "rank " + std::to_string(rank) + ": " + end(rank).describe() + "; ";
-    }
-    return text;
-  }
-
- private:
-  static void note(ProcessEnd& end, int status) {
-    end.ended = true;
-    end.exited = WIFEXITED(status);
-    end.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    end.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-  }
-
-  std::vector<pid_t> pids_;
-  std::vector<ProcessEnd> ends_;
 };
 
 // Waits until predicate() holds; false if it did not within the timeout.
@@ -374,6 +275,29 @@ bool wait_until(Predicate predicate, double timeout_seconds) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   return true;
+}
+
+// ---- expectations in the test process ---------------------------------------
+
+// Waits for the ranks (killing them at the timeout) and expects every one to
+// have exited with 0. Returns whether they all ended in time.
+inline bool expect_all_exited_zero(RankProcesses& ranks, double timeout_seconds) {
+  const bool in_time = ranks.wait_all(timeout_seconds);
+  EXPECT_TRUE(in_time) << ranks.describe();
+  for (int r = 0; r < ranks.world(); ++r) {
+    EXPECT_TRUE(ranks.end(r).exited && ranks.end(r).exit_code == 0) << ranks.describe();
+  }
+  return in_time;
+}
+
+// Expects what a rank reported to be an error with `expected` code whose
+// message contains every needle. `who` starts each failure message.
+inline void expect_reported_error(ErrorCode code, const std::string& message, ErrorCode expected,
+                                  const std::vector<std::string>& needles, const std::string& who) {
+  EXPECT_EQ(code, expected) << who << message;
+  for (const auto& needle : needles) {
+    EXPECT_NE(message.find(needle), std::string::npos) << who << "message lacks '" << needle << "': " << message;
+  }
 }
 
 }  // namespace tpcomm::robustness

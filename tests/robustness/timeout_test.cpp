@@ -13,10 +13,6 @@
 namespace {
 
 using namespace tpcomm::robustness;
-using tpcomm::Communicator;
-using tpcomm::DataType;
-using tpcomm::ErrorCode;
-using tpcomm::ReduceOp;
 
 constexpr int kWorld = 3;
 constexpr int kLate = 2;
@@ -33,6 +29,13 @@ struct Holdings {
   std::string describe() const {
     return std::to_string(fds) + " fds, " + std::to_string(mappings) + " segment mappings, " +
            std::to_string(segments) + " /dev/shm segments";
+  }
+  // Throws unless the process holds again what it held at `before` and no
+  // segment of the job is left; `what` starts the message.
+  static void check_released(const Holdings& before, const std::string& job, const std::string& what) {
+    const Holdings after = now(job);
+    check(after.fds == before.fds && after.mappings == before.mappings && after.segments == 0,
+          what + ": before " + before.describe() + ", after " + after.describe());
   }
 };
 
@@ -66,12 +69,7 @@ void run_late_rank_job(TimeoutSource source, LateRankJob& run) {
       std::vector<float> x(1000, 1.0f);
       if (rank == kLate) sleep_seconds(kTimeout + 1.5);
       me.call_started_ns = now_ns();
-      try {
-        comm.all_reduce(x.data(), x.data(), x.size(), DataType::f32, ReduceOp::sum);
-        me.outcome = RankReport::succeeded;
-      } catch (const tpcomm::Error& error) {
-        me.record(error);
-      }
+      me.observe([&] { comm.all_reduce(x.data(), x.data(), x.size(), DataType::f32, ReduceOp::sum); });
       const std::int64_t start = now_ns();
       try {
         comm.barrier();
@@ -79,9 +77,7 @@ void run_late_rank_job(TimeoutSource source, LateRankJob& run) {
         me.record_later(error, seconds_between(start, now_ns()));
       }
     }
-    const Holdings after = Holdings::now(job);
-    check(after.fds == before.fds && after.mappings == before.mappings && after.segments == 0,
-          "destroying a failed communicator leaks: before " + before.describe() + ", after " + after.describe());
+    Holdings::check_released(before, job, "destroying a failed communicator leaks");
   });
   run.in_time = ranks.wait_all(kTimeout + 30);
   for (int r = 0; r < kWorld; ++r) {
@@ -103,14 +99,14 @@ void expect_punctual_ranks_fail_at_the_deadline(TimeoutSource source) {
     const std::string message = report.message;
     const std::string later = report.later_message;
     const double waited = seconds_between(report.call_started_ns.load(), report.failed_ns);
-    EXPECT_EQ(static_cast<ErrorCode>(report.code), ErrorCode::timeout) << who << message;
-    EXPECT_NE(message.find("waiting for rank " + std::to_string(kLate)), std::string::npos) << who << message;
+    expect_reported_error(static_cast<ErrorCode>(report.code), message, ErrorCode::timeout,
+                          {"waiting for rank " + std::to_string(kLate)}, who);
     // At the deadline: not before it, and not much after it.
     EXPECT_GE(waited, kTimeout * 0.9) << who << message;
     EXPECT_LT(waited, kTimeout + 5.0) << who << message;
     // Later calls fail at once, repeating the first error.
-    EXPECT_EQ(static_cast<ErrorCode>(report.later_code), ErrorCode::comm_failed) << who << later;
-    EXPECT_NE(later.find("failed earlier"), std::string::npos) << who << later;
+    expect_reported_error(static_cast<ErrorCode>(report.later_code), later, ErrorCode::comm_failed, {"failed earlier"},
+                          who);
     EXPECT_NE(later.find(message), std::string::npos) << who << "later error does not repeat the first:\n"
                                                       << later << "\nvs\n"
                                                       << message;
@@ -141,8 +137,8 @@ TEST(Timeout, LateRankCallingAfterTheDeadlineFailsLikeTheOthers) {
   ASSERT_EQ(report.outcome.load(), RankReport::failed)
       << "rank " << kLate << "'s all_reduce succeeded although ranks 0 and 1 had already failed it with: "
       << run.board[0].message;
-  EXPECT_EQ(static_cast<ErrorCode>(report.code), ErrorCode::timeout) << report.message;
-  EXPECT_NE(std::string(report.message).find("rank " + std::to_string(kLate)), std::string::npos) << report.message;
+  expect_reported_error(static_cast<ErrorCode>(report.code), report.message, ErrorCode::timeout,
+                        {"rank " + std::to_string(kLate)}, "");
   EXPECT_LT(waited, 1.0) << "the late rank waited a deadline of its own: " << report.message;
 }
 
@@ -151,11 +147,7 @@ TEST(Timeout, CApiReportsTheDeadlineWithAStatusAndAMessage) {
   const std::string job = job_id("late_c");
   RankProcesses ranks(2, [&](int rank) {
     const Holdings before = Holdings::now(job);
-    tpcomm_options_t options;
-    tpcomm_options_init(&options);
-    options.timeout_seconds = 1.0;
-    tpcomm_comm_t comm = nullptr;
-    check(tpcomm_comm_create(rank, 2, job.c_str(), &options, &comm) == TPCOMM_SUCCESS, tpcomm_last_error());
+    tpcomm_comm_t comm = create_c_with_timeout(rank, 2, job, 1.0);
     check(tpcomm_barrier(comm) == TPCOMM_SUCCESS, tpcomm_last_error());
     if (rank == 1) {
       sleep_seconds(2.5);
@@ -168,12 +160,9 @@ TEST(Timeout, CApiReportsTheDeadlineWithAStatusAndAMessage) {
             std::string("later call must repeat the first error: ") + tpcomm_last_error());
     }
     check(tpcomm_comm_destroy(comm) == TPCOMM_SUCCESS, tpcomm_last_error());
-    const Holdings after = Holdings::now(job);
-    check(after.fds == before.fds && after.mappings == before.mappings && after.segments == 0,
-          "leak: before " + before.describe() + ", after " + after.describe());
+    Holdings::check_released(before, job, "leak");
   });
-  EXPECT_TRUE(ranks.wait_all(30)) << ranks.describe();
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(ranks.end(r).exit_code, 0) << ranks.describe();
+  expect_all_exited_zero(ranks, 30);
 }
 
 // Many healthy communicators created and destroyed: nothing accumulates.
@@ -192,15 +181,12 @@ TEST(Timeout, CreatingAndDestroyingCommunicatorsLeaksNothing) {
       comm.all_reduce(&x, &x, 1, DataType::f32, ReduceOp::sum);
       check(x == 2.0f, "wrong sum");
     }
-    const Holdings after = Holdings::now(job);
-    check(after.fds == before.fds && after.mappings == before.mappings && after.segments == 0,
-          "leak: before " + before.describe() + ", after " + after.describe());
+    Holdings::check_released(before, job, "leak");
     const long growth = vm_rss_kib() - rss_before;
     check(!kResidentMemoryIsMeaningful || growth < 4096,
           "resident memory grew by " + std::to_string(growth) + " KiB over 200 communicators");
   });
-  EXPECT_TRUE(ranks.wait_all(120)) << ranks.describe();
-  for (int r = 0; r < 2; ++r) EXPECT_EQ(ranks.end(r).exit_code, 0) << ranks.describe();
+  expect_all_exited_zero(ranks, 120);
   EXPECT_TRUE(segments_of(job).empty()) << join(segments_of(job));
 }
 
