@@ -27,6 +27,7 @@ bool try_send(ShmChannel& channel, const Transfer& t, Progress& p, const CallDes
   line.message_bytes[k & 1].store(t.bytes, std::memory_order_relaxed);
   line.message_dtype[k & 1].store(static_cast<std::uint64_t>(t.dtype), std::memory_order_relaxed);
   line.sent.store(k, std::memory_order_release);
+  channel.wake_sleepers();
   channel.sent_to(t.peer) = k;
   ++p.chunks_done;
   (void)call;
@@ -53,6 +54,7 @@ bool try_receive(ShmChannel& channel, const Transfer& t, Progress& p, const Call
   const std::size_t length = std::min(channel.pair_bytes(), t.bytes - std::min(t.bytes, offset));
   if (length > 0) std::memcpy(t.buffer + offset, channel.pair_slot(t.peer, me, k), length);
   channel.pair_ack(t.peer, me).acked.store(k, std::memory_order_release);
+  channel.wake_sleepers();
   channel.received_from(t.peer) = k;
   ++p.chunks_done;
   return true;
@@ -131,6 +133,14 @@ void run_transfers(ShmChannel& channel, std::span<const Transfer> transfers, con
         }
         channel.fail_if_cross_blocked(peer, call);
         channel.fail_if_expired(peer, backoff, call, doing(transfers[i]));
+      }
+    }
+    // Nap until the peer of the first unfinished transfer moves (the others
+    // wake this rank at the latest when the nap runs out).
+    for (std::size_t i = 0; i < transfers.size(); ++i) {
+      if (!progress[i].done()) {
+        backoff.wake_on(&channel.wake_line(transfers[i].peer));
+        break;
       }
     }
     if (backoff.pause()) {

@@ -1,12 +1,15 @@
 #include "shm/channel.hpp"
 
+#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -107,7 +110,23 @@ ShmChannel::ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, i
       pair_slots_(base + layout.pair_slots_offset),
       pair_bytes_(layout.pair_bytes) {}
 
-Backoff::Backoff(const WaitPolicy& policy) : policy_(policy) {}
+namespace {
+
+// The segment is shared between processes: shared (not private) futexes.
+void futex_wait_for(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::microseconds timeout) {
+  timespec relative{};
+  relative.tv_sec = static_cast<time_t>(timeout.count() / 1000000);
+  relative.tv_nsec = static_cast<long>(timeout.count() % 1000000) * 1000;
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &relative, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+Backoff::Backoff(const WaitPolicy& policy, WakeLine* wake) : policy_(policy), wake_(wake) {}
 
 void Backoff::restart() {
   spins_ = 0;
@@ -133,6 +152,12 @@ bool Backoff::pause() {
   }
   if (now - start_ < std::chrono::milliseconds(5)) {
     sched_yield();
+  } else if (wake_ != nullptr) {
+    const std::uint32_t seen = wake_->generation.load(std::memory_order_acquire);
+    wake_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+    futex_wait_for(wake_->generation, seen, nap_);
+    wake_->sleepers.fetch_sub(1, std::memory_order_relaxed);
+    nap_ = std::min(nap_ * 2, std::chrono::microseconds(1000));
   } else {
     std::this_thread::sleep_for(nap_);
     nap_ = std::min(nap_ * 2, std::chrono::microseconds(1000));
@@ -216,7 +241,9 @@ bool record_failure(AbortState& abort, ErrorCode code, int rank, std::string_vie
 }
 
 void ShmChannel::record_abort(ErrorCode code, const std::string& message) noexcept {
-  record_failure(header_->abort, code, rank_, message);
+  if (record_failure(header_->abort, code, rank_, message)) {
+    for (int rank = 0; rank < world_size_; ++rank) wake_sleepers_of(rank);
+  }
 }
 
 void ShmChannel::throw_if_aborted(const CallDescriptor& call) const {
@@ -264,7 +291,7 @@ template <class Reached>
 void ShmChannel::wait_for(int peer, Reached reached, const CallDescriptor& call, const char* what,
                           BlockedNeed need, std::uint64_t round) {
   if (reached()) return;
-  Backoff backoff(policy_);
+  Backoff backoff(policy_, &header_->wake[peer]);
   bool blocked = false;  // published in RankInfo once the checks first fall due
   for (std::uint32_t i = 1;; ++i) {
     const bool checks_due = backoff.pause();
@@ -308,6 +335,7 @@ void ShmChannel::publish(std::uint64_t round, const CallDescriptor& call) {
   line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
   line.call[round & 1][2].store(call.word2(), std::memory_order_relaxed);
   line.round.store(round, std::memory_order_release);
+  wake_sleepers();
 }
 
 void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& call) {
@@ -410,6 +438,7 @@ void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reaso
   line.call[round & 1][1].store(call.word1(), std::memory_order_relaxed);
   line.call[round & 1][2].store(call.word2(), std::memory_order_relaxed);
   line.round.store(round, std::memory_order_release);
+  wake_sleepers();
   // Like every round, wait until all ranks have published it: ranks stay at
   // most one round apart, which the descriptor slots (by round parity) rely on.
   for (int peer = 0; peer < world_size_; ++peer) {
@@ -422,6 +451,18 @@ void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reaso
   release(round);
 }
 
-void ShmChannel::release(std::uint64_t round) { consumed_[rank_].round.store(round, std::memory_order_release); }
+void ShmChannel::release(std::uint64_t round) {
+  consumed_[rank_].round.store(round, std::memory_order_release);
+  wake_sleepers();
+}
+
+void ShmChannel::wake_sleepers_of(int rank) const {
+  // One load of a line that only napping ranks write: nearly free when, as on
+  // the hot path, nobody naps.
+  WakeLine& wake = header_->wake[rank];
+  if (wake.sleepers.load(std::memory_order_relaxed) == 0) return;
+  wake.generation.fetch_add(1, std::memory_order_release);
+  futex_wake_all(wake.generation);
+}
 
 }  // namespace tpcomm::detail

@@ -90,7 +90,9 @@ struct CopyPolicy {
 // (deadline, liveness) are due: every ~50 ms once spinning is over.
 class Backoff {
  public:
-  explicit Backoff(const WaitPolicy& policy);
+  // With `wake`, naps are futex waits on it that progress can cut short.
+  explicit Backoff(const WaitPolicy& policy, WakeLine* wake = nullptr);
+  void wake_on(WakeLine* wake) { wake_ = wake; }
   bool pause();
   bool expired() const;
   void restart();  // progress was made: back to spinning, deadline renewed
@@ -98,6 +100,7 @@ class Backoff {
  private:
   using clock = std::chrono::steady_clock;
   const WaitPolicy& policy_;
+  WakeLine* wake_;
   int spins_ = 0;
   bool timed_ = false;
   clock::time_point start_{};
@@ -144,6 +147,12 @@ class ShmChannel {
   void wait_all_published(std::uint64_t round, const CallDescriptor& call);
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
+  // Wakes the ranks napping in a wait for this rank, if any (see WakeLine):
+  // after every store that another rank may be waiting for.
+  void wake_sleepers() const { wake_sleepers_of(rank_); }
+  void wake_sleepers_of(int rank) const;
+  // Where ranks waiting for `rank` nap.
+  WakeLine& wake_line(int rank) const { return header_->wake[rank]; }
   // This rank rejected the arguments of `call` (an error only it could see,
   // such as a null buffer on the root): it takes part in one round with a
   // rejected descriptor and no data, so every rank fails the call with

@@ -32,7 +32,7 @@ namespace tpcomm::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kPage = 4096;
-inline constexpr std::uint64_t kSegmentMagic = 0x31766d6d6f637074ull;  // "tpcommv1"
+inline constexpr std::uint64_t kSegmentMagic = 0x32766d6d6f637074ull;  // "tpcommv2"
 inline constexpr int kMaxWorldSize = TPCOMM_MAX_WORLD_SIZE;
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
@@ -73,6 +73,21 @@ struct alignas(kCacheLine) AbortState {
   char message[1000];
 };
 
+// One per rank. Ranks that have waited for rank r long enough to nap (see
+// Backoff) sleep on r's `generation` as a futex and count themselves in its
+// `sleepers`; when r makes progress visible (publishes a round, releases one,
+// sends, acknowledges) it bumps its generation and wakes them if there are
+// any. Per rank, so that a napping rank is woken by the rank it waits for,
+// not by every rank's every round. The wake only shortens a nap: a sleeper
+// also wakes when its nap runs out, so a missed wake-up costs at most one
+// nap, never correctness.
+struct alignas(kCacheLine) WakeLine {
+  std::atomic<std::uint32_t> generation;
+  std::atomic<std::uint32_t> sleepers;
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free && sizeof(std::atomic<std::uint32_t>) == 4,
+              "a futex word is a plain 32-bit integer");
+
 inline std::int64_t monotonic_ns() {
   timespec now{};
   ::clock_gettime(CLOCK_MONOTONIC, &now);
@@ -88,6 +103,7 @@ struct SegmentHeader {
   std::uint64_t chunk_bytes;
   std::uint64_t total_bytes;
   AbortState abort;
+  WakeLine wake[kMaxWorldSize];
   RankInfo ranks[kMaxWorldSize];
   // Why a rank last rejected its arguments (see ShmChannel::publish_rejection),
   // written before the round that announces it.
