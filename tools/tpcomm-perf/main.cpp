@@ -125,6 +125,11 @@ class Runner {
     const Clock::time_point start = Clock::now();
     collective_.run(comm_, send, recv, shape, options_.dtype, options_.redop, me_);
     const std::chrono::duration<double> elapsed = Clock::now() - start;
+    // A rank that is done must not start its untimed work (checking, writing
+    // the next input) while another is still inside the timed call: with more
+    // ranks than CPUs it would take the CPU the late rank needs, and the call
+    // would look up to 8x slower than it is (8 ranks on 2 CPUs, 32 KiB).
+    comm_.barrier();
     if (checker_)
       wrong += checker_->count_wrong(count, seed, {.send = send, .recv = recv, .guard = guard, .in_place = in_place});
     return elapsed.count();
