@@ -19,17 +19,22 @@
 // package (which loaded it with ctypes), so both use the same copy of it.
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/Allocator.h>
 #include <torch/library.h>
 
 #include "tpcomm/tpcomm.h"
 
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -86,6 +91,99 @@ int op_code(c10::string_view name) {
   return -1;
 }
 
+// Memory for out-of-place results of at least kMinCachedBytes: a block freed
+// with its tensor is kept (up to a total of TPCOMM_TORCH_OUTPUT_CACHE bytes,
+// default 256M; 0 turns the cache off) and handed to the next result of the
+// same size, most recently freed first. Any thread may free a result: the
+// lists are guarded by a mutex. A model calls all_reduce with the same
+// shapes layer after layer, so the next result lands in memory that is mapped,
+// already faulted in and often still in cache, instead of memory the C library
+// has just returned to the kernel (fresh pages, zeroed on first touch) or
+// lines that left the cache long ago.
+class OutputCache final : public c10::Allocator {
+ public:
+  static constexpr std::size_t kMinCachedBytes = 64 * 1024;
+
+  std::size_t limit() const {
+    std::lock_guard lock(mutex_);
+    return limit_;
+  }
+
+  // A new limit; blocks beyond it are freed now (0: keep none, cache off).
+  void set_limit(std::size_t bytes) {
+    std::lock_guard lock(mutex_);
+    limit_ = bytes;
+    for (auto& [size, blocks] : free_) {
+      while (cached_ > limit_ && !blocks.empty()) {
+        std::free(blocks.back());
+        blocks.pop_back();
+        cached_ -= size;
+      }
+    }
+  }
+
+  c10::DataPtr allocate(std::size_t bytes) const override {
+    void* data = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      const auto found = free_.find(bytes);
+      if (found != free_.end() && !found->second.empty()) {
+        data = found->second.back();
+        found->second.pop_back();
+        cached_ -= bytes;
+      }
+    }
+    if (data == nullptr && posix_memalign(&data, 64, bytes == 0 ? 64 : bytes) != 0) data = nullptr;
+    TORCH_CHECK(data != nullptr, "tpcomm: cannot allocate ", bytes, " bytes for an all_reduce result");
+    return {data, new Block{this, data, bytes}, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+
+ private:
+  struct Block {
+    const OutputCache* cache;
+    void* data;
+    std::size_t bytes;
+  };
+
+  static void release(void* context) {
+    const auto* block = static_cast<Block*>(context);
+    const OutputCache& cache = *block->cache;
+    bool kept = false;
+    {
+      std::lock_guard lock(cache.mutex_);
+      if (cache.cached_ + block->bytes <= cache.limit_) {
+        cache.free_[block->bytes].push_back(block->data);
+        cache.cached_ += block->bytes;
+        kept = true;
+      }
+    }
+    if (!kept) std::free(block->data);
+    delete block;
+  }
+
+  mutable std::mutex mutex_;
+  std::size_t limit_ = std::size_t{256} << 20;  // set from TPCOMM_TORCH_OUTPUT_CACHE by the Python package
+  mutable std::unordered_map<std::size_t, std::vector<void*>> free_;  // bytes -> blocks, most recent last
+  mutable std::size_t cached_ = 0;
+};
+
+// Never destroyed: results may be freed during interpreter shutdown, after
+// static destructors have run.
+OutputCache& output_cache() {
+  static OutputCache* cache = new OutputCache();
+  return *cache;
+}
+
+at::Tensor new_result(const at::Tensor& x) {
+  OutputCache& cache = output_cache();
+  const std::size_t bytes = static_cast<std::size_t>(x.numel()) * x.element_size();
+  if (bytes < OutputCache::kMinCachedBytes || cache.limit() == 0) return at::empty(x.sizes(), x.options());
+  return at::Tensor(at::detail::empty_generic(x.sizes(), &cache, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                              x.scalar_type(), c10::MemoryFormat::Contiguous));
+}
+
 bool fast_path(const at::Tensor& x) {
   return g_all_reduce != nullptr && x.device().is_cpu() && x.layout() == c10::kStrided && x.is_contiguous() &&
          dtype_code(x.scalar_type()) >= 0;
@@ -109,7 +207,7 @@ at::Tensor all_reduce(const at::Tensor& x, c10::string_view op, c10::string_view
                                    .typed<at::Tensor(const at::Tensor&, c10::string_view, c10::string_view)>();
     return python.call(x, op, group);
   }
-  at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor out = new_result(x);
   const tpcomm_status_t status =
       g_all_reduce(comm, x.data_ptr(), out.data_ptr(), static_cast<std::size_t>(x.numel()),
                    static_cast<tpcomm_dtype_t>(dtype_code(x.scalar_type())), static_cast<tpcomm_redop_t>(code));
@@ -151,6 +249,11 @@ __attribute__((visibility("default"))) void tpcomm_torch_set_group(const char* n
   } else {
     g_groups[name] = comm;
   }
+}
+
+// Limit of the cache of freed results (see OutputCache); 0 empties and disables it.
+__attribute__((visibility("default"))) void tpcomm_torch_set_output_cache(std::size_t bytes) {
+  output_cache().set_limit(bytes);
 }
 
 // A communicator is being closed: every name bound to it falls back to the

@@ -382,6 +382,44 @@ def case_cpu_kernels_in_use(comm: tpcomm.Communicator) -> None:
 
 
 @case()
+def case_out_of_place_results_reuse_freed_memory_only(comm: tpcomm.Communicator) -> None:
+    """torch.ops.tpcomm.all_reduce takes memory for large results from a cache of freed ones (C++ kernels).
+
+    A live result is never handed out again: results stay correct when many of
+    one shape are alive at once, and a result freed by one call is reused by
+    the next of the same size.
+    """
+    from tpcomm.torch import _ops
+
+    shape = (128, 256)  # 128 KiB of f32: above the cache's 64 KiB floor
+    xs = [all_inputs(comm, shape, seed=40 + k) for k in range(6)]
+    wants = [reference("sum", x) for x in xs]
+    alive = [torch.ops.tpcomm.all_reduce(torch.from_numpy(x[comm.rank].copy())) for x in xs]
+    assert len({t.data_ptr() for t in alive}) == len(alive), "two live results share memory"
+    wrong = [k for k in range(len(alive)) if not np.array_equal(alive[k].numpy(), wants[k])]
+    assert not wrong, f"live results {wrong} were overwritten"
+    cached = _ops.CPP_KERNELS and _ops._output_cache_limit() > 0
+    freed = alive.pop().data_ptr()
+    again = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[0][comm.rank].copy()))
+    assert np.array_equal(again.numpy(), wants[0])
+    if cached:
+        assert again.data_ptr() == freed, "a freed result of the same size was not reused"
+    # Views keep a result alive; a result is an ordinary tensor that can grow
+    # (checked before .numpy(), which pins a tensor's size).
+    view = again[1:]
+    del again
+    other = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[1][comm.rank].copy()))
+    assert np.array_equal(view.numpy(), wants[0][1:]), "memory still referenced by a view was reused"
+    grown = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[3][comm.rank].copy()))
+    grown.resize_(2 * grown.numel())
+    grown.fill_(1.0)
+    assert float(grown.sum()) == grown.numel()
+    assert np.array_equal(other.numpy(), wants[1])
+    tpcomm.torch.empty_output_cache()
+    assert np.array_equal(torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[2][comm.rank].copy())).numpy(), wants[2])
+
+
+@case()
 def case_operator_schemas(comm: tpcomm.Communicator) -> None:
     for name, schema in EXPECTED_SCHEMAS.items():
         got = str(getattr(torch.ops.tpcomm, name).default._schema)

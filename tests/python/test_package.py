@@ -112,6 +112,20 @@ def test_error_classes_follow_the_status_codes() -> None:
         assert e.status == status and "rank 0: message" in str(e)
 
 
+def test_a_bad_output_cache_setting_is_named_at_import() -> None:
+    pytest.importorskip("torch")
+    code = "import tpcomm.torch"
+    p = run_python(code, PYTHONPATH=str(PYTHON_DIR), TPCOMM_TORCH_OUTPUT_CACHE="12Q")
+    from tpcomm.torch import _ops
+
+    if not _ops._CPP_LIBRARY_PATH.is_file():
+        pytest.skip("the C++ kernels are not built")
+    assert p.returncode != 0 and "InvalidArgumentError" in p.stderr and "TPCOMM_TORCH_OUTPUT_CACHE" in p.stderr, p.stderr
+    for good in ("0", "64M", "1G", "4096"):
+        p = run_python(code, PYTHONPATH=str(PYTHON_DIR), TPCOMM_TORCH_OUTPUT_CACHE=good)
+        assert p.returncode == 0, (good, p.stderr)
+
+
 def test_torch_operators_have_the_documented_schemas() -> None:
     torch = pytest.importorskip("torch")
     import tpcomm.torch as tt

@@ -37,6 +37,6 @@ dropped or reordered, and the model silently computes on unreduced values):
 from __future__ import annotations
 
 from ._device_communicator import DeviceCommunicator
-from ._ops import OPERATORS, SCHEMAS, register_group, unregister_group
+from ._ops import OPERATORS, SCHEMAS, empty_output_cache, register_group, unregister_group
 
-__all__ = ["DeviceCommunicator", "register_group", "unregister_group", "SCHEMAS", "OPERATORS"]
+__all__ = ["DeviceCommunicator", "register_group", "unregister_group", "empty_output_cache", "SCHEMAS", "OPERATORS"]

@@ -183,6 +183,27 @@ _PRIVATE_SCHEMAS: dict[str, tuple[str, Callable[..., Any]]] = {
 _CPP_LIBRARY_PATH = Path(__file__).with_name("_torch_ops.so")
 
 
+def _output_cache_limit() -> int:
+    """TPCOMM_TORCH_OUTPUT_CACHE: bytes of freed out-of-place results kept for reuse (default 256M, 0: none)."""
+    text = os.environ.get("TPCOMM_TORCH_OUTPUT_CACHE", "").strip()
+    if not text:
+        return 256 << 20
+    shift = {"K": 10, "M": 20, "G": 30}.get(text[-1:].upper(), 0)
+    digits = text[:-1] if shift else text
+    if not digits.isdigit() or len(digits) > 12:
+        raise _errors.InvalidArgumentError(
+            f"TPCOMM_TORCH_OUTPUT_CACHE: cannot parse {text!r} as a byte size (e.g. 0, 64M, 1G)"
+        )
+    return int(digits) << shift
+
+
+def empty_output_cache() -> None:
+    """Free the memory kept for reuse by out-of-place results (it is refilled as results are freed)."""
+    if _CPP is not None:
+        _CPP.tpcomm_torch_set_output_cache(0)
+        _CPP.tpcomm_torch_set_output_cache(_output_cache_limit())
+
+
 def _load_cpp_kernels() -> ctypes.CDLL | None:
     """The C++ CPU kernels of all_reduce and all_reduce_, if built and wanted.
 
@@ -197,6 +218,8 @@ def _load_cpp_kernels() -> ctypes.CDLL | None:
         ctypes.cast(_library.lib.tpcomm_all_reduce, ctypes.c_void_p),
         ctypes.cast(_library.lib.tpcomm_last_error, ctypes.c_void_p),
     )
+    cpp.tpcomm_torch_set_output_cache.argtypes = [ctypes.c_size_t]
+    cpp.tpcomm_torch_set_output_cache(_output_cache_limit())
     cpp.tpcomm_torch_set_group.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     cpp.tpcomm_torch_forget_comm.argtypes = [ctypes.c_void_p]
 
