@@ -1,12 +1,11 @@
 #include "core/worker_pool.hpp"
 
-#include <linux/futex.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <climits>
+
+#include "core/futex.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -18,22 +17,10 @@
 namespace tpcomm::detail {
 namespace {
 
-// The helpers and the caller are threads of one process: private futexes.
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
-}
-
 // How long a helper keeps spinning for the next job before it sleeps: longer
 // than the gap between two chunks of one call, far shorter than the gap
 // between calls of an idle program.
 constexpr auto kSpinBeforeSleep = std::chrono::microseconds(200);
-
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free && sizeof(std::atomic<std::uint32_t>) == 4,
-              "the futex word must be a plain 32-bit integer");
 
 }  // namespace
 
@@ -52,7 +39,7 @@ WorkerPool::~WorkerPool() {
   }
   stopping_.store(true, std::memory_order_relaxed);
   job_word_.fetch_add(1u << 8, std::memory_order_seq_cst);
-  futex_wake_all(job_word_);
+  futex_wake_all(job_word_, FutexScope::process);
   for (auto& helper : helpers_) helper.join();
 }
 
@@ -70,7 +57,7 @@ void WorkerPool::run_erased(int parts, Invoke invoke, const void* context) {
   // job, or this sees it asleep and wakes it.
   const std::uint32_t old = job_word_.load(std::memory_order_relaxed);
   job_word_.store(((old >> 8) + 1) << 8 | static_cast<std::uint32_t>(parts), std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(job_word_);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(job_word_, FutexScope::process);
   invoke(context, 0);
   // The helpers are running their parts: a short wait, unless they were
   // descheduled (more threads than CPUs), in which case give them the CPU.
@@ -93,7 +80,7 @@ void WorkerPool::helper_main(int index) {
       TPCOMM_WORKER_RELAX();
       if ((i & 255) == 255 && std::chrono::steady_clock::now() >= spin_until) {
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        if (job_word_.load(std::memory_order_seq_cst) == seen) futex_wait(job_word_, seen);
+        if (job_word_.load(std::memory_order_seq_cst) == seen) futex_wait(job_word_, seen, FutexScope::process);
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
       now = job_word_.load(std::memory_order_acquire);

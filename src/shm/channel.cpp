@@ -1,20 +1,18 @@
 #include "shm/channel.hpp"
 
-#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 
 #include "core/error.hpp"
+#include "core/futex.hpp"
 #include "core/worker_pool.hpp"
 #include "kernels/copy.hpp"
 
@@ -110,22 +108,6 @@ ShmChannel::ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, i
       pair_slots_(base + layout.pair_slots_offset),
       pair_bytes_(layout.pair_bytes) {}
 
-namespace {
-
-// The segment is shared between processes: shared (not private) futexes.
-void futex_wait_for(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::microseconds timeout) {
-  timespec relative{};
-  relative.tv_sec = static_cast<time_t>(timeout.count() / 1000000);
-  relative.tv_nsec = static_cast<long>(timeout.count() % 1000000) * 1000;
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &relative, nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-}
-
-}  // namespace
-
 Backoff::Backoff(const WaitPolicy& policy, WakeLine* wake) : policy_(policy), wake_(wake) {}
 
 void Backoff::restart() {
@@ -152,14 +134,15 @@ bool Backoff::pause() {
   }
   if (now - start_ < std::chrono::milliseconds(5)) {
     sched_yield();
-  } else if (wake_ != nullptr) {
-    const std::uint32_t seen = wake_->generation.load(std::memory_order_acquire);
-    wake_->sleepers.fetch_add(1, std::memory_order_seq_cst);
-    futex_wait_for(wake_->generation, seen, nap_);
-    wake_->sleepers.fetch_sub(1, std::memory_order_relaxed);
-    nap_ = std::min(nap_ * 2, std::chrono::microseconds(1000));
   } else {
-    std::this_thread::sleep_for(nap_);
+    if (wake_ != nullptr) {
+      const std::uint32_t seen = wake_->generation.load(std::memory_order_acquire);
+      wake_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+      futex_wait(wake_->generation, seen, FutexScope::shared, &nap_);
+      wake_->sleepers.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      std::this_thread::sleep_for(nap_);
+    }
     nap_ = std::min(nap_ * 2, std::chrono::microseconds(1000));
   }
   if (now >= next_check_) {
@@ -381,6 +364,17 @@ int split_parts(const CopyPolicy& policy, std::size_t bytes) {
   return policy.workers->threads();
 }
 
+// piece(begin, end) for every non-empty piece of [0, total) cut in `parts`,
+// on the rank's threads; returns when all are done.
+template <class Piece>
+void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& piece) {
+  workers.run(parts, [&](int i) {
+    const std::size_t begin = piece_begin(total, parts, i, kPieceGranule);
+    const std::size_t end = piece_begin(total, parts, i + 1, kPieceGranule);
+    if (begin != end) piece(begin, end);
+  });
+}
+
 }  // namespace
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
@@ -392,10 +386,9 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   // Each piece decides on streaming stores by the whole step's size, and each
   // helper fences its own streaming stores (copy_to_shared ends with sfence)
   // before run() sees it finish: the round is published after all of them.
-  copy_policy_.workers->run(parts, [&](int i) {
-    const std::size_t begin = piece_begin(bytes, parts, i, kPieceGranule);
-    const std::size_t end = piece_begin(bytes, parts, i + 1, kPieceGranule);
-    copy_to_shared(slot + begin, src + begin, end - begin, bytes >= copy_policy_.streaming_min_bytes ? 0 : SIZE_MAX);
+  const std::size_t streaming = bytes >= copy_policy_.streaming_min_bytes ? 0 : SIZE_MAX;
+  run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
+    copy_to_shared(slot + begin, src + begin, end - begin, streaming);
   });
 }
 
@@ -405,9 +398,8 @@ void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t byte
     std::memcpy(dst, src, bytes);
     return;
   }
-  copy_policy_.workers->run(parts, [&](int i) {
-    const std::size_t begin = piece_begin(bytes, parts, i, kPieceGranule);
-    std::memcpy(dst + begin, src + begin, piece_begin(bytes, parts, i + 1, kPieceGranule) - begin);
+  run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
+    std::memcpy(dst + begin, src + begin, end - begin);
   });
 }
 
@@ -418,10 +410,7 @@ void ShmChannel::fold(FoldFunction kernel, std::byte* dst, const void* const* so
     kernel(dst, sources, n, count);
     return;
   }
-  copy_policy_.workers->run(parts, [&](int i) {
-    const std::size_t begin = piece_begin(count, parts, i, kPieceGranule);
-    const std::size_t end = piece_begin(count, parts, i + 1, kPieceGranule);
-    if (begin == end) return;
+  run_pieces(*copy_policy_.workers, parts, count, [&](std::size_t begin, std::size_t end) {
     std::array<const void*, kMaxWorldSize> moved{};
     for (int k = 0; k < n; ++k) {
       moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
@@ -462,7 +451,7 @@ void ShmChannel::wake_sleepers_of(int rank) const {
   WakeLine& wake = header_->wake[rank];
   if (wake.sleepers.load(std::memory_order_relaxed) == 0) return;
   wake.generation.fetch_add(1, std::memory_order_release);
-  futex_wake_all(wake.generation);
+  futex_wake_all(wake.generation, FutexScope::shared);
 }
 
 }  // namespace tpcomm::detail

@@ -85,8 +85,6 @@ struct alignas(kCacheLine) WakeLine {
   std::atomic<std::uint32_t> generation;
   std::atomic<std::uint32_t> sleepers;
 };
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free && sizeof(std::atomic<std::uint32_t>) == 4,
-              "a futex word is a plain 32-bit integer");
 
 inline std::int64_t monotonic_ns() {
   timespec now{};
