@@ -26,6 +26,7 @@
 
 #include "tpcomm/tpcomm.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -104,17 +105,15 @@ class OutputCache final : public c10::Allocator {
  public:
   static constexpr std::size_t kMinCachedBytes = 64 * 1024;
 
-  std::size_t limit() const {
-    std::lock_guard lock(mutex_);
-    return limit_;
-  }
+  // Read on every large result without the lock; changed rarely, under it.
+  std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
 
   // A new limit; blocks beyond it are freed now (0: keep none, cache off).
   void set_limit(std::size_t bytes) {
     std::lock_guard lock(mutex_);
-    limit_ = bytes;
+    limit_.store(bytes, std::memory_order_relaxed);
     for (auto& [size, blocks] : free_) {
-      while (cached_ > limit_ && !blocks.empty()) {
+      while (cached_ > bytes && !blocks.empty()) {
         std::free(blocks.back());
         blocks.pop_back();
         cached_ -= size;
@@ -153,7 +152,7 @@ class OutputCache final : public c10::Allocator {
     bool kept = false;
     {
       std::lock_guard lock(cache.mutex_);
-      if (cache.cached_ + block->bytes <= cache.limit_) {
+      if (cache.cached_ + block->bytes <= cache.limit()) {
         cache.free_[block->bytes].push_back(block->data);
         cache.cached_ += block->bytes;
         kept = true;
@@ -164,7 +163,7 @@ class OutputCache final : public c10::Allocator {
   }
 
   mutable std::mutex mutex_;
-  std::size_t limit_ = std::size_t{256} << 20;  // set from TPCOMM_TORCH_OUTPUT_CACHE by the Python package
+  std::atomic<std::size_t> limit_{std::size_t{256} << 20};  // set from TPCOMM_TORCH_OUTPUT_CACHE by the Python package
   mutable std::unordered_map<std::size_t, std::vector<void*>> free_;  // bytes -> blocks, most recent last
   mutable std::size_t cached_ = 0;
 };

@@ -914,10 +914,6 @@ class ShmCommunicator final : public Communicator::Impl {
   // this time is this job's own dead rank: every rank is told. A holder seen
   // alive by this rank and dead later is this job's at once: no grace.
   static constexpr double kReplacementGraceSeconds = 2.0;
-  // A rank arriving at a segment whose rendezvous failed at most
-  // kRecentFailureSeconds ago fails with that failure; an older failed
-  // segment whose ranks are all dead is a crashed job's leftover, replaced by
-  // a fresh rendezvous.
 
   void rendezvous(std::string_view job_id, double timeout) {
     const std::string token = job_token(job_id);
