@@ -60,6 +60,29 @@ TEST(Config, ThreadsPerRankAreAutoOrANumberFrom1To64) {
   ::unsetenv("TPCOMM_THREADS_MIN_BYTES");
 }
 
+TEST(Config, StagingStoresAreMeasuredUnlessASizeIsGiven) {
+  ::unsetenv("TPCOMM_NT_MIN_BYTES");
+  EXPECT_TRUE(Config::from_environment().measured_stores);
+  ::setenv("TPCOMM_NT_MIN_BYTES", "auto", 1);
+  EXPECT_TRUE(Config::from_environment().measured_stores);
+  ::setenv("TPCOMM_NT_MIN_BYTES", "256K", 1);
+  Config config = Config::from_environment();
+  EXPECT_FALSE(config.measured_stores);
+  EXPECT_EQ(config.streaming_min_bytes, 256u << 10);
+  ::setenv("TPCOMM_NT_MIN_BYTES", "0", 1);  // 0: every copy streams
+  config = Config::from_environment();
+  EXPECT_FALSE(config.measured_stores);
+  EXPECT_EQ(config.streaming_min_bytes, 0u);
+  ::setenv("TPCOMM_NT_MIN_BYTES", "often", 1);
+  try {
+    Config::from_environment();
+    ADD_FAILURE() << "a malformed TPCOMM_NT_MIN_BYTES must be rejected";
+  } catch (const tpcomm::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("TPCOMM_NT_MIN_BYTES"), std::string::npos) << error.what();
+  }
+  ::unsetenv("TPCOMM_NT_MIN_BYTES");
+}
+
 // The default all_reduce algorithm follows the measured crossovers (see
 // default_prefers_one_shot); an explicit limit or a forced name overrides it.
 TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {

@@ -233,6 +233,7 @@ class ShmCommunicator final : public Communicator::Impl {
     options_.chunk_bytes = chunk_bytes_;
     rendezvous(job_id, timeout);
     channel_.policy().timeout = std::chrono::duration<double>(timeout);
+    channel_.copy_policy().measured_stores = config_.measured_stores;
     channel_.copy_policy().streaming_min_bytes = config_.streaming_min_bytes;
     // A pause costs ~40 ns on the measured machine: 1000 spins (~40 us) cover
     // every wait of a small collective, yet a rank whose peer was descheduled

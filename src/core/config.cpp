@@ -16,7 +16,8 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size and dtype", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
-      {"TPCOMM_NT_MIN_BYTES", "1M", "chunks of at least this size are copied into staging with non-temporal stores"},
+      {"TPCOMM_NT_MIN_BYTES", "auto",
+       "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
       {"TPCOMM_THREADS", "auto",
        "threads per rank that move the data of large all_reduce steps (auto: CPUs / ranks, at most 4)"},
       {"TPCOMM_THREADS_MIN_BYTES", "1M", "all_reduce steps (copy in, fold, copy out) of this size and up use those threads"},
@@ -79,8 +80,9 @@ Config Config::from_environment() {
   if (const char* value = env("TPCOMM_ONE_SHOT_MAX_BYTES")) {
     config.one_shot_max_bytes = parse_byte_size(value, "TPCOMM_ONE_SHOT_MAX_BYTES");
   }
-  if (const char* value = env("TPCOMM_NT_MIN_BYTES")) {
+  if (const char* value = env("TPCOMM_NT_MIN_BYTES"); value != nullptr && std::string_view(value) != "auto") {
     config.streaming_min_bytes = parse_byte_size(value, "TPCOMM_NT_MIN_BYTES");
+    config.measured_stores = false;
   }
   if (const char* value = env("TPCOMM_SPIN")) {
     config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));

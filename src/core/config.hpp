@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,7 +26,8 @@ struct Config {
   std::string algorithm = "auto";      // TPCOMM_ALGO
   std::size_t one_shot_max_bytes = 0;  // TPCOMM_ONE_SHOT_MAX_BYTES (0: by world size)
   int spin_count = -1;                 // TPCOMM_SPIN (-1: by oversubscription)
-  std::size_t streaming_min_bytes = std::size_t{1} << 20;  // TPCOMM_NT_MIN_BYTES
+  bool measured_stores = true;            // TPCOMM_NT_MIN_BYTES=auto: ordinary or streaming by measured cost
+  std::size_t streaming_min_bytes = SIZE_MAX;  // TPCOMM_NT_MIN_BYTES=<size>: streaming from this size up
   int threads = -1;                    // TPCOMM_THREADS (-1: by CPUs per rank)
   std::size_t threads_min_bytes = std::size_t{1} << 20;  // TPCOMM_THREADS_MIN_BYTES
 

@@ -13,6 +13,7 @@
 
 #include "core/error.hpp"
 #include "core/futex.hpp"
+#include "core/ticks.hpp"
 #include "core/worker_pool.hpp"
 #include "kernels/copy.hpp"
 
@@ -351,6 +352,8 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
                                               other.describe());
     }
   }
+  // Every rank's copy of this round is visible: reading it starts now.
+  if (store_sample_.pending) store_sample_.read_start = ticks();
 }
 
 namespace {
@@ -378,18 +381,34 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
 }  // namespace
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
+  // copy_to_shared's threshold: 0 streams everything, SIZE_MAX nothing.
+  std::size_t streaming = copy_policy_.streaming_min_bytes;
+  StoreChooser::Choice choice;
+  std::uint64_t start = 0;
+  if (copy_policy_.measured_stores) {
+    choice = store_chooser_.choose(bytes);
+    streaming = choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
+    if (choice.timed) start = ticks();
+  }
   const int parts = split_parts(copy_policy_, bytes);
   if (parts == 1) {
-    copy_to_shared(slot, src, bytes, copy_policy_.streaming_min_bytes);
-    return;
+    copy_to_shared(slot, src, bytes, streaming);
+  } else {
+    // Each piece streams or not by the whole step's size, and each helper
+    // fences its own streaming stores (copy_to_shared ends with sfence) before
+    // run() sees it finish: the round is published after all of them.
+    if (streaming != 0 && streaming != SIZE_MAX) streaming = bytes >= streaming ? 0 : SIZE_MAX;
+    run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
+      copy_to_shared(slot + begin, src + begin, end - begin, streaming);
+    });
   }
-  // Each piece decides on streaming stores by the whole step's size, and each
-  // helper fences its own streaming stores (copy_to_shared ends with sfence)
-  // before run() sees it finish: the round is published after all of them.
-  const std::size_t streaming = bytes >= copy_policy_.streaming_min_bytes ? 0 : SIZE_MAX;
-  run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
-    copy_to_shared(slot + begin, src + begin, end - begin, streaming);
-  });
+  store_sample_.pending = choice.timed;
+  if (choice.timed) {
+    store_sample_.choice = choice;
+    store_sample_.bytes = bytes;
+    store_sample_.copy_ticks = ticks() - start;
+    store_sample_.read_start = 0;
+  }
 }
 
 void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const {
@@ -443,6 +462,11 @@ void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reaso
 void ShmChannel::release(std::uint64_t round) {
   consumed_[rank_].round.store(round, std::memory_order_release);
   wake_sleepers();
+  if (store_sample_.pending && store_sample_.read_start != 0) {
+    store_sample_.pending = false;
+    store_chooser_.record(store_sample_.bytes, store_sample_.choice,
+                          store_sample_.copy_ticks + (ticks() - store_sample_.read_start));
+  }
 }
 
 void ShmChannel::wake_sleepers_of(int rank) const {

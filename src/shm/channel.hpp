@@ -19,6 +19,7 @@
 
 #include "kernels/reduce.hpp"
 #include "shm/layout.hpp"
+#include "shm/store_chooser.hpp"
 #include "tpcomm/tpcomm.hpp"
 
 namespace tpcomm::detail {
@@ -80,6 +81,7 @@ class WorkerPool;
 // many of the rank's threads (see core/worker_pool.hpp).
 struct CopyPolicy {
   std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
+  bool measured_stores = false;                // or: chosen by measured cost (StoreChooser)
   WorkerPool* workers = nullptr;               // helper threads, if the rank has any
   std::size_t split_min_bytes = SIZE_MAX;      // steps of this size and up are split among them
 };
@@ -120,6 +122,7 @@ class ShmChannel {
   SegmentHeader& header() const { return *header_; }
 
   CopyPolicy& copy_policy() { return copy_policy_; }
+  const StoreChooser& store_chooser() const { return store_chooser_; }
   // Copies `bytes` into a slot (or any shared memory a peer reads next).
   void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const;
   // Copies `bytes` out of shared memory into the caller's buffer.
@@ -216,6 +219,17 @@ class ShmChannel {
   std::uint64_t consumed_floor_ = 0;  // a known lower bound of every rank's consumed
   WaitPolicy policy_;
   CopyPolicy copy_policy_;
+  // With measured stores: the choice for the last copy_in and its cost so far
+  // (the copy, then the reading from wait_all_published's return to release).
+  struct StoreSample {
+    StoreChooser::Choice choice;
+    std::size_t bytes = 0;
+    std::uint64_t copy_ticks = 0;
+    std::uint64_t read_start = 0;  // 0: the round's data is not being read yet
+    bool pending = false;
+  };
+  mutable StoreChooser store_chooser_;
+  mutable StoreSample store_sample_;
   PairSendLine* pair_send_ = nullptr;
   PairAckLine* pair_ack_ = nullptr;
   std::byte* pair_slots_ = nullptr;

@@ -1,0 +1,116 @@
+// Chooses, per size class, between ordinary and streaming (non-temporal)
+// stores for the copy into a staging slot, by what each has cost lately.
+//
+// Which stores are faster depends on where the machine's cores sit relative to
+// each other, and on the measured machine that changes while a job runs: with
+// a short cache-line handoff ordinary stores are 15-20 % faster from 1 MiB up
+// and streaming stores 1.5x slower below 8 KiB; with a long one ordinary
+// stores are 2.5-3x slower from 32 KiB up (each store first takes the line back
+// from the core that read it). No fixed threshold is right in both states, so
+// each rank measures both kinds: a round's cost is the copy plus the fold that
+// reads what every rank copied (the wait for peers is left out: it measures
+// their arrival, not the stores). The cheaper kind is used, and every
+// so many copies of a size class try the other one, at the same copy
+// on every rank (collectives are matched, so the counts agree) so that the
+// explored cost is that of all ranks using it.
+//
+// The choice changes only how the slot's bytes are written, never what they
+// are: results are the same either way.
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace tpcomm::detail {
+
+class StoreChooser {
+ public:
+  enum Stores : std::uint8_t { ordinary = 0, streaming = 1 };
+
+  // Copies below this size always use ordinary stores: they take a few
+  // hundred nanoseconds, and timing them would cost a noticeable share.
+  static constexpr std::size_t kMinBytes = 4096;
+  // A size class tries the kind of stores that is not preferred once per
+  // this many bytes copied, and at most once per kExploreEveryMin copies: a
+  // wrong kind costs up to 3x on that copy, which so stays below 1 % of the
+  // time for large copies, while small ones still look again within
+  // milliseconds.
+  static constexpr std::size_t kExploreBytes = std::size_t{256} << 20;
+  static constexpr std::uint32_t kExploreEveryMin = 32;
+  static constexpr std::uint32_t kExploreEveryMax = 1024;
+  // One copy in this many of the preferred kind is timed.
+  static constexpr std::uint32_t kSampleEvery = 4;
+  // The first copies of a size class alternate between the kinds and keep
+  // each kind's cheapest (the first touch of a slot page faults).
+  static constexpr std::uint32_t kWarmupCopies = 8;
+
+  struct Choice {
+    Stores stores = ordinary;
+    bool timed = false;     // time this copy and record() its cost
+    bool explored = false;  // the kind that is not preferred at the moment
+  };
+
+  Choice choose(std::size_t bytes) {
+    if (bytes < kMinBytes) return {};
+    SizeClass& c = classes_[size_class(bytes)];
+    const std::uint32_t n = c.copies++;
+    if (n < kWarmupCopies) return {static_cast<Stores>(n & 1), true, false};
+    const Stores best = preferred(c);
+    if (n % explore_every(bytes) == 0) return {other(best), true, true};
+    return {best, n % kSampleEvery == 0, false};
+  }
+
+  // The cost (any unit, the same for every call) of a timed copy of `bytes`.
+  void record(std::size_t bytes, Choice choice, std::uint64_t cost) {
+    SizeClass& c = classes_[size_class(bytes)];
+    const double per_byte = static_cast<double>(cost) / static_cast<double>(bytes);
+    double& estimate = c.cost[choice.stores];
+    if (estimate == 0.0) {
+      estimate = per_byte;
+    } else if (c.copies <= kWarmupCopies) {
+      if (per_byte < estimate) estimate = per_byte;
+    } else {
+      // Noise only ever adds time (interrupts, preemption): an explored cost,
+      // seen rarely, is taken at once when it is lower and counts for half
+      // when it is higher, at most 4x; the preferred kind's, seen often,
+      // drifts by an eighth.
+      const double sample = per_byte < 4 * estimate ? per_byte : 4 * estimate;
+      if (choice.explored) {
+        estimate = sample < estimate ? sample : estimate + 0.5 * (sample - estimate);
+      } else {
+        estimate += 0.125 * (sample - estimate);
+      }
+    }
+  }
+
+  // The kind a copy of `bytes` prefers now (ordinary below kMinBytes).
+  Stores preferred(std::size_t bytes) const {
+    return bytes < kMinBytes ? ordinary : preferred(classes_[size_class(bytes)]);
+  }
+  // The current cost estimate per byte of one kind (0: not measured yet).
+  double cost_per_byte(std::size_t bytes, Stores stores) const { return classes_[size_class(bytes)].cost[stores]; }
+
+ private:
+  struct SizeClass {
+    double cost[2] = {0.0, 0.0};
+    std::uint32_t copies = 0;
+  };
+  // Copies between two explorations of a size class: a power of two.
+  static std::uint32_t explore_every(std::size_t bytes) {
+    const std::size_t every = std::bit_floor(kExploreBytes / bytes);
+    return static_cast<std::uint32_t>(every < kExploreEveryMin   ? kExploreEveryMin
+                                      : every > kExploreEveryMax ? kExploreEveryMax
+                                                                 : every);
+  }
+  static std::size_t size_class(std::size_t bytes) { return static_cast<std::size_t>(std::bit_width(bytes)); }
+  static Stores other(Stores s) { return s == ordinary ? streaming : ordinary; }
+  static Stores preferred(const SizeClass& c) {
+    return c.cost[streaming] != 0.0 && c.cost[streaming] < c.cost[ordinary] ? streaming : ordinary;
+  }
+
+  std::array<SizeClass, 65> classes_{};
+};
+
+}  // namespace tpcomm::detail
