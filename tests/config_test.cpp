@@ -83,6 +83,23 @@ TEST(Config, StagingStoresAreMeasuredUnlessASizeIsGiven) {
   ::unsetenv("TPCOMM_NT_MIN_BYTES");
 }
 
+TEST(Config, ClaimLimitIsAByteSize) {
+  ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
+  EXPECT_EQ(Config::from_environment().claim_max_bytes, 1u << 20);
+  ::setenv("TPCOMM_CLAIM_MAX_BYTES", "0", 1);
+  EXPECT_EQ(Config::from_environment().claim_max_bytes, 0u);
+  ::setenv("TPCOMM_CLAIM_MAX_BYTES", "64K", 1);
+  EXPECT_EQ(Config::from_environment().claim_max_bytes, 64u << 10);
+  ::setenv("TPCOMM_CLAIM_MAX_BYTES", "lots", 1);
+  try {
+    Config::from_environment();
+    ADD_FAILURE() << "a malformed TPCOMM_CLAIM_MAX_BYTES must be rejected";
+  } catch (const tpcomm::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("TPCOMM_CLAIM_MAX_BYTES"), std::string::npos) << error.what();
+  }
+  ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
+}
+
 // The default all_reduce algorithm follows the measured crossovers (see
 // default_prefers_one_shot); an explicit limit or a forced name overrides it.
 TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {

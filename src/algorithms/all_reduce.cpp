@@ -29,6 +29,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.fold(fold, args.recv + offset, sources.data(), n, range.count, element);
     channel.release(round);
   }
+  channel.claim_next_slot(chunks == 0 ? 0 : chunk_range(args.count, per_chunk, chunks - 1).count * element);
 }
 
 void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const CallDescriptor& call) {
@@ -68,6 +69,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     }
     channel.release(reduced_round);
   }
+  channel.claim_next_slot(chunks == 0 ? 0 : chunk_range(args.count, per_chunk, chunks - 1).count * element);
 }
 
 namespace {

@@ -235,12 +235,17 @@ class ShmCommunicator final : public Communicator::Impl {
     channel_.policy().timeout = std::chrono::duration<double>(timeout);
     channel_.copy_policy().measured_stores = config_.measured_stores;
     channel_.copy_policy().streaming_min_bytes = config_.streaming_min_bytes;
-    // A pause costs ~40 ns on the measured machine: 1000 spins (~40 us) cover
-    // every wait of a small collective, yet a rank whose peer was descheduled
-    // (another process competing for the core) soon yields instead of burning
-    // the time slice the peer needs. With more ranks than CPUs, yield at once.
+    channel_.copy_policy().claim_max_bytes = config_.claim_max_bytes;
+    // With a CPU per rank, spin about half a millisecond (a pause is ~25 ns on
+    // the measured machine): ranks that compute between calls arrive up to
+    // tens of microseconds apart, and a rank that yields after a short spin
+    // gives its CPU away and comes back late to the next call, so the skew
+    // feeds itself. In a loop of 54 us of work and a 4 KiB all_reduce, 1000
+    // spins made the call cost 1.7-3.3 us there, 20000 spins 0.6-0.9 us
+    // (bench/compare_src/decode_loop.cpp). With more ranks than CPUs a spinning
+    // rank takes the CPU a peer needs: yield almost at once.
     channel_.policy().spin_count =
-        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 1000);
+        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
     // Helper threads only where every rank can have CPUs of its own for them.
     set_threads(config_.threads > 0 ? config_.threads : std::clamp(online_cpus() / world_size, 1, 4));
   }

@@ -15,9 +15,12 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_CHUNK_BYTES", "1M", "bytes of one staging slot per rank (two slots each); larger messages go in chunks"},
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size and dtype", "auto picks one_shot up to this message size, two_shot above"},
-      {"TPCOMM_SPIN", "auto", "busy-wait iterations before a waiting rank starts yielding the CPU"},
+      {"TPCOMM_SPIN", "auto",
+       "busy-wait iterations (pauses) before a waiting rank starts yielding the CPU (auto: 20000, ~0.5 ms; 64 with more ranks than CPUs)"},
       {"TPCOMM_NT_MIN_BYTES", "auto",
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
+      {"TPCOMM_CLAIM_MAX_BYTES", "1M",
+       "after an all_reduce of up to this size, its staging slot for the next call is taken for writing while the caller computes (0: never)"},
       {"TPCOMM_THREADS", "auto",
        "threads per rank that move the data of large all_reduce steps (auto: CPUs / ranks, at most 4)"},
       {"TPCOMM_THREADS_MIN_BYTES", "1M", "all_reduce steps (copy in, fold, copy out) of this size and up use those threads"},
@@ -83,6 +86,9 @@ Config Config::from_environment() {
   if (const char* value = env("TPCOMM_NT_MIN_BYTES"); value != nullptr && std::string_view(value) != "auto") {
     config.streaming_min_bytes = parse_byte_size(value, "TPCOMM_NT_MIN_BYTES");
     config.measured_stores = false;
+  }
+  if (const char* value = env("TPCOMM_CLAIM_MAX_BYTES")) {
+    config.claim_max_bytes = parse_byte_size(value, "TPCOMM_CLAIM_MAX_BYTES");
   }
   if (const char* value = env("TPCOMM_SPIN")) {
     config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));

@@ -352,6 +352,9 @@ void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& c
                                               other.describe());
     }
   }
+  // Every rank publishes a round only after releasing all earlier ones, so
+  // every rank has now finished reading round - 1.
+  consumed_floor_ = std::max(consumed_floor_, round - 1);
   // Every rank's copy of this round is visible: reading it starts now.
   if (store_sample_.pending) store_sample_.read_start = ticks();
 }
@@ -406,9 +409,10 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   if (choice.timed) {
     store_sample_.choice = choice;
     store_sample_.bytes = bytes;
-    store_sample_.copy_ticks = ticks() - start;
+    store_sample_.copy_ticks = ticks() - start + claim_ticks_;
     store_sample_.read_start = 0;
   }
+  claim_ticks_ = 0;
 }
 
 void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const {
@@ -467,6 +471,27 @@ void ShmChannel::release(std::uint64_t round) {
     store_chooser_.record(store_sample_.bytes, store_sample_.choice,
                           store_sample_.copy_ticks + (ticks() - store_sample_.read_start));
   }
+}
+
+void ShmChannel::claim_next_slot(std::size_t bytes) {
+  const std::uint64_t next = last_round_ + 1;
+  // The next round's slot last held round next - 2: free once every rank has
+  // released that (always so after a completed round, see wait_all_published).
+  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || next < 3 || consumed_floor_ < next - 2) return;
+  // Streaming stores need no ownership of the lines: nothing to claim for them.
+  const bool streaming = copy_policy_.measured_stores
+                             ? store_chooser_.next(bytes).stores == StoreChooser::streaming
+                             : bytes >= copy_policy_.streaming_min_bytes;
+  if (streaming) return;
+  // Its bytes are dead until the next copy overwrites them: any value will do.
+  auto* lines = reinterpret_cast<volatile unsigned char*>(slot(rank_, next));
+  const std::size_t end = std::min(bytes, chunk_bytes_);
+  const std::uint64_t start = copy_policy_.measured_stores ? ticks() : 0;
+  for (std::size_t i = 0; i < end; i += 64) lines[i] = 0;
+  // The claim is part of what ordinary stores cost: the next copy's sample
+  // includes it, so that where taking lines back is dear (the slow state),
+  // streaming stores still win.
+  if (copy_policy_.measured_stores) claim_ticks_ = ticks() - start;
 }
 
 void ShmChannel::wake_sleepers_of(int rank) const {

@@ -82,6 +82,7 @@ class WorkerPool;
 struct CopyPolicy {
   std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
   bool measured_stores = false;                // or: chosen by measured cost (StoreChooser)
+  std::size_t claim_max_bytes = 0;             // claim_next_slot() up to this many bytes
   WorkerPool* workers = nullptr;               // helper threads, if the rank has any
   std::size_t split_min_bytes = SIZE_MAX;      // steps of this size and up are split among them
 };
@@ -150,6 +151,12 @@ class ShmChannel {
   void wait_all_published(std::uint64_t round, const CallDescriptor& call);
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
+  // At the end of a call whose last copy into a slot was `bytes`: takes the
+  // lines of this rank's slot for the next round back from the ranks that read
+  // them (one store per line), so the transfers overlap the caller's work
+  // between calls instead of stalling the next call's copy. Does nothing above
+  // CopyPolicy::claim_max_bytes, or if a rank may still read that slot.
+  void claim_next_slot(std::size_t bytes);
   // Wakes the ranks napping in a wait for this rank, if any (see WakeLine):
   // after every store that another rank may be waiting for.
   void wake_sleepers() const { wake_sleepers_of(rank_); }
@@ -230,6 +237,7 @@ class ShmChannel {
   };
   mutable StoreChooser store_chooser_;
   mutable StoreSample store_sample_;
+  mutable std::uint64_t claim_ticks_ = 0;  // what claim_next_slot took, for the next copy's sample
   PairSendLine* pair_send_ = nullptr;
   PairAckLine* pair_ack_ = nullptr;
   std::byte* pair_slots_ = nullptr;

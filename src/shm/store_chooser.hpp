@@ -52,10 +52,17 @@ class StoreChooser {
     bool explored = false;  // the kind that is not preferred at the moment
   };
 
+  // The stores for the next copy of `bytes`, counting it.
   Choice choose(std::size_t bytes) {
+    Choice choice = next(bytes);
+    if (bytes >= kMinBytes) ++classes_[size_class(bytes)].copies;
+    return choice;
+  }
+  // The stores the next copy of `bytes` will use, without counting it.
+  Choice next(std::size_t bytes) const {
     if (bytes < kMinBytes) return {};
-    SizeClass& c = classes_[size_class(bytes)];
-    const std::uint32_t n = c.copies++;
+    const SizeClass& c = classes_[size_class(bytes)];
+    const std::uint32_t n = c.copies;
     if (n < kWarmupCopies) return {static_cast<Stores>(n & 1), true, false};
     const Stores best = preferred(c);
     if (n % explore_every(bytes) == 0) return {other(best), true, true};
