@@ -234,10 +234,13 @@ int run(int argc, char** argv, int rank, int world) {
       char cost[32] = "-";
       if (v.communicates && compute_us >= 0) std::snprintf(cost, sizeof cost, "%.3f", med - compute_us);
       std::printf("%-16s %12.3f %14s %8llu\n", v.name.c_str(), med, cost, static_cast<unsigned long long>(v.wrong));
-      std::printf("RESULT {\"variant\":\"%s\",\"bytes\":%zu,\"dtype\":\"%s\",\"work_bytes\":%zu,\"per_iter_us\":%.4f,"
-                  "\"all_reduce_us\":%s,\"wrong\":%llu}\n",
-                  v.name.c_str(), bytes, dtype == Dtype::f32 ? "f32" : "bf16", work_bytes, med,
-                  v.communicates && compute_us >= 0 ? cost : "null", static_cast<unsigned long long>(v.wrong));
+      // median_us: the all_reduce's cost per iteration (for "compute": the computation's time).
+      const double value = v.communicates ? (compute_us >= 0 ? med - compute_us : med) : med;
+      std::printf("RESULT {\"variant\":\"%s\",\"bytes\":%zu,\"dtype\":\"%s\",\"world_size\":%d,"
+                  "\"median_us\":%.4f,\"per_iter_us\":%.4f,\"compute_us\":%.4f,\"work_bytes\":%zu,"
+                  "\"iterations\":%d,\"samples\":%zu,\"wrong\":%llu}\n",
+                  v.name.c_str(), bytes, dtype == Dtype::f32 ? "f32" : "bf16", world, value, med, compute_us,
+                  work_bytes, iters, v.per_iter_us.size(), static_cast<unsigned long long>(v.wrong));
     }
   }
   MPI_Op_free(&bf16_op);
