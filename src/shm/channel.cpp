@@ -409,7 +409,7 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   if (choice.timed) {
     store_sample_.choice = choice;
     store_sample_.bytes = bytes;
-    store_sample_.copy_ticks = ticks() - start + claim_ticks_;
+    store_sample_.copy_ticks = ticks() - start + (choice.stores == StoreChooser::ordinary ? claim_ticks_ : 0);
     store_sample_.read_start = 0;
   }
   claim_ticks_ = 0;
