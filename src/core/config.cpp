@@ -20,7 +20,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_NT_MIN_BYTES", "auto",
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
       {"TPCOMM_CLAIM_MAX_BYTES", "1M",
-       "after an all_reduce of up to this size, its staging slot for the next call is taken for writing while the caller computes (0: never)"},
+       "after a collective whose last copy into staging is up to this size, its slot for the next call is taken for writing while the caller computes (0: never)"},
       {"TPCOMM_THREADS", "auto",
        "threads per rank that move the data of large all_reduce steps (auto: CPUs / ranks, at most 4)"},
       {"TPCOMM_THREADS_MIN_BYTES", "1M", "all_reduce steps (copy in, fold, copy out) of this size and up use those threads"},

@@ -473,11 +473,14 @@ void ShmChannel::release(std::uint64_t round) {
   }
 }
 
-void ShmChannel::claim_next_slot(std::size_t bytes) {
+void ShmChannel::claim_next_slot(std::size_t offset, std::size_t bytes) {
   const std::uint64_t next = last_round_ + 1;
   // The next round's slot last held round next - 2: free once every rank has
   // released that (always so after a completed round, see wait_all_published).
-  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || next < 3 || consumed_floor_ < next - 2) return;
+  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || offset >= chunk_bytes_ || next < 3 ||
+      consumed_floor_ < next - 2) {
+    return;
+  }
   // Streaming stores need no ownership of the lines: nothing to claim for them.
   const bool streaming = copy_policy_.measured_stores
                              ? store_chooser_.next(bytes).stores == StoreChooser::streaming
@@ -485,9 +488,9 @@ void ShmChannel::claim_next_slot(std::size_t bytes) {
   if (streaming) return;
   // Its bytes are dead until the next copy overwrites them: any value will do.
   auto* lines = reinterpret_cast<volatile unsigned char*>(slot(rank_, next));
-  const std::size_t end = std::min(bytes, chunk_bytes_);
+  const std::size_t end = offset + std::min(bytes, chunk_bytes_ - offset);
   const std::uint64_t start = copy_policy_.measured_stores ? ticks() : 0;
-  for (std::size_t i = 0; i < end; i += 64) lines[i] = 0;
+  for (std::size_t i = offset; i < end; i += 64) lines[i] = 0;
   // The claim is part of what ordinary stores cost: the next copy's sample
   // includes it, so that where taking lines back is dear (the slow state),
   // streaming stores still win.

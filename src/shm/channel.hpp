@@ -156,7 +156,9 @@ class ShmChannel {
   // them (one store per line), so the transfers overlap the caller's work
   // between calls instead of stalling the next call's copy. Does nothing above
   // CopyPolicy::claim_max_bytes, or if a rank may still read that slot.
-  void claim_next_slot(std::size_t bytes);
+  // With `offset`: the bytes [offset, offset + bytes) of the slot.
+  void claim_next_slot(std::size_t bytes) { claim_next_slot(0, bytes); }
+  void claim_next_slot(std::size_t offset, std::size_t bytes);
   // Wakes the ranks napping in a wait for this rank, if any (see WakeLine):
   // after every store that another rank may be waiting for.
   void wake_sleepers() const { wake_sleepers_of(rank_); }
