@@ -150,3 +150,69 @@ TEST(StoreChooser, ANoisyCopyDoesNotFlipTheChoice) {
   EXPECT_EQ(chooser.preferred(bytes), StoreChooser::ordinary);
   EXPECT_LT(chooser.cost_per_byte(bytes, StoreChooser::ordinary), 1.5);
 }
+
+// Claims: a kind of their own (ordinary stores after a claim, the claim's time
+// included), compared with the cheaper of the other two.
+namespace {
+
+// One call of `bytes` on a machine where an unclaimed copy costs `plain` and a
+// claimed one (claim included) `with_claim` per byte, after the previous
+// call's claim decision `before`; returns this call's claim decision.
+StoreChooser::Choice call_with_claims(StoreChooser& chooser, std::size_t bytes, double plain, double with_claim,
+                                      StoreChooser::Choice before) {
+  const auto cost = [&](double per_byte) { return static_cast<std::uint64_t>(per_byte * static_cast<double>(bytes)); };
+  if (before.stores == StoreChooser::claimed) {
+    // The slot was claimed: the copy uses ordinary stores and counts as claimed.
+    if (before.timed) chooser.record(bytes, before, cost(with_claim));
+  } else {
+    const StoreChooser::Choice choice = chooser.choose(bytes);
+    if (choice.timed || before.explored) chooser.record(bytes, choice, cost(plain));
+  }
+  return chooser.claim(bytes);
+}
+
+}  // namespace
+
+TEST(StoreChooser, SmallCopiesAreAlwaysClaimed) {
+  StoreChooser chooser;
+  for (int i = 0; i < 100; ++i) {
+    const StoreChooser::Choice choice = chooser.claim(StoreChooser::kMinBytes - 1);
+    EXPECT_EQ(choice.stores, StoreChooser::claimed);
+    EXPECT_FALSE(choice.timed);
+  }
+}
+
+TEST(StoreChooser, ClaimsWhereClaimingMeasuresCheaperAndNotWhereItIsDearer) {
+  for (const double with_claim : {0.5, 3.0}) {
+    StoreChooser chooser;
+    const std::size_t bytes = 64 * K;
+    StoreChooser::Choice decision{StoreChooser::ordinary, false, false};
+    int claims = 0;
+    const int calls = 4000;
+    for (int i = 0; i < calls; ++i) {
+      decision = call_with_claims(chooser, bytes, 1.0, with_claim, decision);
+      claims += decision.stores == StoreChooser::claimed ? 1 : 0;
+    }
+    if (with_claim < 1.0) {
+      EXPECT_GT(claims, calls * 9 / 10) << "claiming is cheaper: nearly every call claims";
+    } else {
+      EXPECT_LT(claims, calls / 10) << "claiming is dearer: nearly no call claims";
+      EXPECT_GT(claims, StoreChooser::kWarmupClaims) << "but it is still tried now and then";
+    }
+  }
+}
+
+TEST(StoreChooser, StartsClaimingWhenClaimsBecomeCheaper) {
+  StoreChooser chooser;
+  const std::size_t bytes = 64 * K;
+  StoreChooser::Choice decision{StoreChooser::ordinary, false, false};
+  for (int i = 0; i < 3000; ++i) decision = call_with_claims(chooser, bytes, 1.0, 3.0, decision);
+  ASSERT_NE(chooser.claim(bytes).stores, StoreChooser::claimed);
+  // Within two exploration periods (1024 calls each at 64 KiB) it claims again.
+  int claims = 0;
+  for (int i = 0; i < 6000; ++i) {
+    decision = call_with_claims(chooser, bytes, 1.0, 0.5, decision);
+    if (i >= 3000) claims += decision.stores == StoreChooser::claimed ? 1 : 0;
+  }
+  EXPECT_GT(claims, 2700);
+}

@@ -29,7 +29,9 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.fold(fold, args.recv + offset, sources.data(), n, range.count, element);
     channel.release(round);
   }
-  channel.claim_next_slot(chunks == 0 ? 0 : chunk_range(args.count, per_chunk, chunks - 1).count * element);
+  // Only after a one-chunk call: after several, claiming 1 MiB at the end
+  // measured no faster (2 MiB) or slower (4 MiB: 0.83-0.99x).
+  if (chunks == 1) channel.claim_next_slot(args.count * element);
 }
 
 void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const CallDescriptor& call) {
@@ -69,7 +71,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     }
     channel.release(reduced_round);
   }
-  channel.claim_next_slot(chunks == 0 ? 0 : chunk_range(args.count, per_chunk, chunks - 1).count * element);
+  if (chunks == 1) channel.claim_next_slot(args.count * element);  // as in one_shot_all_reduce
 }
 
 namespace {

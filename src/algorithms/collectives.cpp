@@ -34,12 +34,6 @@ std::size_t piece_elements(const ShmChannel& channel, std::size_t element) {
   return std::max<std::size_t>(1, channel.chunk_bytes() / element / static_cast<std::size_t>(channel.world_size()));
 }
 
-// Bytes of the last chunk of `count` elements cut in chunks of `per_chunk`.
-std::size_t last_chunk_bytes(std::size_t count, std::size_t per_chunk, std::size_t element) {
-  const std::size_t chunks = chunk_count(count, per_chunk);
-  return chunks == 0 ? 0 : chunk_range(count, per_chunk, chunks - 1).count * element;
-}
-
 std::size_t max_of(std::span<const std::size_t> values) {
   return values.empty() ? 0 : *std::max_element(values.begin(), values.end());
 }
@@ -77,12 +71,12 @@ void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_
         },
         [&](std::uint64_t r) { receive(r, begin, piece); });
   }
-  // The next call's slot, where the last round's pieces went.
-  if (i_send && rounds != 0) {
-    const std::size_t begin = (rounds - 1) * piece;
+  // The next call's slot, where the pieces went (after one-round calls only,
+  // as all_reduce: one_shot_all_reduce).
+  if (i_send && rounds == 1) {
     for (int d = 0; d < n; ++d) {
-      const std::size_t length = send_len(d);
-      if (begin < length) channel.claim_next_slot(rank_index(d) * piece * element, std::min(piece, length - begin) * element);
+      const std::size_t length = std::min(piece, send_len(d));
+      if (length != 0) channel.claim_next_slot_range(rank_index(d) * piece * element, length * element);
     }
   }
 }
@@ -227,9 +221,7 @@ void all_gatherv(ShmChannel& channel, const CollectiveArgs& args, const CallDesc
           }
         });
   }
-  if (rounds != 0 && (rounds - 1) * per_chunk < mine) {
-    channel.claim_next_slot(std::min(per_chunk, mine - (rounds - 1) * per_chunk) * element);
-  }
+  if (rounds == 1) channel.claim_next_slot_range(0, mine * element);
 }
 
 void all_gather(ShmChannel& channel, const CollectiveArgs& args, const CallDescriptor& call) {
@@ -259,7 +251,7 @@ void gather(ShmChannel& channel, const CollectiveArgs& args, const CallDescripto
           }
         });
   }
-  channel.claim_next_slot(last_chunk_bytes(args.count, per_chunk, element));
+  if (chunk_count(args.count, per_chunk) == 1) channel.claim_next_slot_range(0, args.count * element);
 }
 
 void broadcast(ShmChannel& channel, const CollectiveArgs& args, const CallDescriptor& call) {
@@ -280,7 +272,9 @@ void broadcast(ShmChannel& channel, const CollectiveArgs& args, const CallDescri
           if (me != args.root) std::memcpy(args.recv + offset, channel.slot(args.root, r), range.count * element);
         });
   }
-  if (me == args.root) channel.claim_next_slot(last_chunk_bytes(args.count, per_chunk, element));
+  if (me == args.root && chunk_count(args.count, per_chunk) == 1) {
+    channel.claim_next_slot_range(0, args.count * element);
+  }
 }
 
 void reduce(ShmChannel& channel, const CollectiveArgs& args, const CallDescriptor& call) {
@@ -301,7 +295,7 @@ void reduce(ShmChannel& channel, const CollectiveArgs& args, const CallDescripto
           fold(args.recv + offset, sources.data(), n, range.count);
         });
   }
-  channel.claim_next_slot(last_chunk_bytes(args.count, per_chunk, element));
+  if (chunk_count(args.count, per_chunk) == 1) channel.claim_next_slot_range(0, args.count * element);
 }
 
 }  // namespace tpcomm::detail

@@ -388,8 +388,18 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   std::size_t streaming = copy_policy_.streaming_min_bytes;
   StoreChooser::Choice choice;
   std::uint64_t start = 0;
+  std::uint64_t claim_ticks = 0;
+  const PendingClaim claim = pending_claim_;
+  pending_claim_ = {};
   if (copy_policy_.measured_stores) {
-    choice = store_chooser_.choose(bytes);
+    if (claim.round == last_round_ && claim.bytes == bytes && claim.choice.stores == StoreChooser::claimed) {
+      choice = claim.choice;  // the slot was claimed for this copy: ordinary stores
+      claim_ticks = claim.ticks;
+    } else {
+      choice = store_chooser_.choose(bytes);
+      // Not claiming was tried on purpose: see what the copy costs.
+      if (claim.round == last_round_ && claim.choice.explored) choice.timed = true;
+    }
     streaming = choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
     if (choice.timed) start = ticks();
   }
@@ -409,10 +419,9 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   if (choice.timed) {
     store_sample_.choice = choice;
     store_sample_.bytes = bytes;
-    store_sample_.copy_ticks = ticks() - start + (choice.stores == StoreChooser::ordinary ? claim_ticks_ : 0);
+    store_sample_.copy_ticks = ticks() - start + claim_ticks;
     store_sample_.read_start = 0;
   }
-  claim_ticks_ = 0;
 }
 
 void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const {
@@ -473,28 +482,38 @@ void ShmChannel::release(std::uint64_t round) {
   }
 }
 
-void ShmChannel::claim_next_slot(std::size_t offset, std::size_t bytes) {
-  const std::uint64_t next = last_round_ + 1;
+bool ShmChannel::may_claim_next_slot() const {
   // The next round's slot last held round next - 2: free once every rank has
   // released that (always so after a completed round, see wait_all_published).
-  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || offset >= chunk_bytes_ || next < 3 ||
-      consumed_floor_ < next - 2) {
-    return;
-  }
-  // Streaming stores need no ownership of the lines: nothing to claim for them.
-  const bool streaming = copy_policy_.measured_stores
-                             ? store_chooser_.next(bytes).stores == StoreChooser::streaming
-                             : bytes >= copy_policy_.streaming_min_bytes;
-  if (streaming) return;
-  // Its bytes are dead until the next copy overwrites them: any value will do.
-  auto* lines = reinterpret_cast<volatile unsigned char*>(slot(rank_, next));
+  const std::uint64_t next = last_round_ + 1;
+  return next >= 3 && consumed_floor_ >= next - 2;
+}
+
+std::uint64_t ShmChannel::claim_lines(std::uint64_t round, std::size_t offset, std::size_t bytes) {
+  // The slot's bytes are dead until the next copy overwrites them: any value will do.
+  auto* lines = reinterpret_cast<volatile unsigned char*>(slot(rank_, round));
   const std::size_t end = offset + std::min(bytes, chunk_bytes_ - offset);
-  const std::uint64_t start = copy_policy_.measured_stores ? ticks() : 0;
+  const std::uint64_t start = ticks();
   for (std::size_t i = offset; i < end; i += 64) lines[i] = 0;
-  // The claim is part of what ordinary stores cost: the next copy's sample
-  // includes it, so that where taking lines back is dear (the slow state),
-  // streaming stores still win.
-  if (copy_policy_.measured_stores) claim_ticks_ = ticks() - start;
+  return ticks() - start;
+}
+
+void ShmChannel::claim_next_slot(std::size_t bytes) {
+  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || !may_claim_next_slot()) return;
+  StoreChooser::Choice choice{StoreChooser::claimed, false, false};
+  if (copy_policy_.measured_stores) {
+    choice = store_chooser_.claim(bytes);
+  } else if (bytes >= copy_policy_.streaming_min_bytes) {
+    return;  // streaming stores need no ownership of the lines
+  }
+  const std::uint64_t round = last_round_ + 1;
+  pending_claim_ = {round, bytes, choice, 0};
+  if (choice.stores == StoreChooser::claimed) pending_claim_.ticks = claim_lines(round, 0, bytes);
+}
+
+void ShmChannel::claim_next_slot_range(std::size_t offset, std::size_t bytes) {
+  if (bytes == 0 || bytes > copy_policy_.claim_max_bytes || offset >= chunk_bytes_ || !may_claim_next_slot()) return;
+  claim_lines(last_round_ + 1, offset, bytes);
 }
 
 void ShmChannel::wake_sleepers_of(int rank) const {

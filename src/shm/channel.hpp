@@ -151,14 +151,17 @@ class ShmChannel {
   void wait_all_published(std::uint64_t round, const CallDescriptor& call);
   // This rank has finished reading the slots of `round`.
   void release(std::uint64_t round);
-  // At the end of a call whose last copy into a slot was `bytes`: takes the
-  // lines of this rank's slot for the next round back from the ranks that read
-  // them (one store per line), so the transfers overlap the caller's work
-  // between calls instead of stalling the next call's copy. Does nothing above
-  // CopyPolicy::claim_max_bytes, or if a rank may still read that slot.
-  // With `offset`: the bytes [offset, offset + bytes) of the slot.
-  void claim_next_slot(std::size_t bytes) { claim_next_slot(0, bytes); }
-  void claim_next_slot(std::size_t offset, std::size_t bytes);
+  // At the end of a call whose one copy_in() was `bytes`: takes the lines of
+  // this rank's slot for the next round back from the ranks that read them
+  // (one store per line), so the transfers overlap the caller's work between
+  // calls instead of stalling the next call's copy. Does nothing above
+  // CopyPolicy::claim_max_bytes, if a rank may still read that slot, or (with
+  // measured stores) where claiming has measured dearer than not
+  // (StoreChooser::claim).
+  void claim_next_slot(std::size_t bytes);
+  // The same for the bytes [offset, offset + bytes) of the slot, whenever
+  // allowed: for collectives that fill slots with ordinary copies of their own.
+  void claim_next_slot_range(std::size_t offset, std::size_t bytes);
   // Wakes the ranks napping in a wait for this rank, if any (see WakeLine):
   // after every store that another rank may be waiting for.
   void wake_sleepers() const { wake_sleepers_of(rank_); }
@@ -239,7 +242,16 @@ class ShmChannel {
   };
   mutable StoreChooser store_chooser_;
   mutable StoreSample store_sample_;
-  mutable std::uint64_t claim_ticks_ = 0;  // what claim_next_slot took, for the next copy's sample
+  // What claim_next_slot decided for the next round's copy.
+  struct PendingClaim {
+    std::uint64_t round = 0;  // 0: none
+    std::size_t bytes = 0;
+    StoreChooser::Choice choice;
+    std::uint64_t ticks = 0;  // the claim's time, part of the claimed copy's cost
+  };
+  mutable PendingClaim pending_claim_;
+  bool may_claim_next_slot() const;
+  std::uint64_t claim_lines(std::uint64_t round, std::size_t offset, std::size_t bytes);
   PairSendLine* pair_send_ = nullptr;
   PairAckLine* pair_ack_ = nullptr;
   std::byte* pair_slots_ = nullptr;

@@ -27,7 +27,9 @@ namespace tpcomm::detail {
 
 class StoreChooser {
  public:
-  enum Stores : std::uint8_t { ordinary = 0, streaming = 1 };
+  // `claimed`: ordinary stores into a slot claimed at the end of the previous
+  // call (ShmChannel::claim_next_slot), whose cost includes the claim's.
+  enum Stores : std::uint8_t { ordinary = 0, streaming = 1, claimed = 2 };
 
   // Copies below this size always use ordinary stores: they take a few
   // hundred nanoseconds, and timing them would cost a noticeable share.
@@ -45,6 +47,8 @@ class StoreChooser {
   // The first copies of a size class alternate between the kinds and keep
   // each kind's cheapest (the first touch of a slot page faults).
   static constexpr std::uint32_t kWarmupCopies = 8;
+  // The first claims of a size class are all made and timed.
+  static constexpr std::uint32_t kWarmupClaims = 4;
 
   struct Choice {
     Stores stores = ordinary;
@@ -69,14 +73,32 @@ class StoreChooser {
     return {best, n % kSampleEvery == 0, false};
   }
 
+  // At the end of a call whose one copy was `bytes`: whether to claim the
+  // next call's slot (stores == claimed) or not, counting the occasion. The
+  // claimed copies form a kind of their own, compared with the cheaper of
+  // the other two and explored like them; the copy of `bytes` that follows a
+  // claim uses ordinary stores and is recorded as `claimed`. Copies below
+  // kMinBytes are always claimed, untimed.
+  Choice claim(std::size_t bytes) {
+    if (bytes < kMinBytes) return {claimed, false, false};
+    SizeClass& c = classes_[size_class(bytes)];
+    const std::uint32_t n = c.claims++;
+    if (n < kWarmupClaims) return {claimed, true, false};
+    const double unclaimed = cheapest_unclaimed(c);
+    const bool better = unclaimed == 0.0 || c.cost[claimed] < unclaimed;
+    if (n % explore_every(bytes) == 0) return better ? Choice{ordinary, false, true} : Choice{claimed, true, true};
+    return better ? Choice{claimed, n % kSampleEvery == 0, false} : Choice{ordinary, false, false};
+  }
+
   // The cost (any unit, the same for every call) of a timed copy of `bytes`.
   void record(std::size_t bytes, Choice choice, std::uint64_t cost) {
     SizeClass& c = classes_[size_class(bytes)];
     const double per_byte = static_cast<double>(cost) / static_cast<double>(bytes);
     double& estimate = c.cost[choice.stores];
+    const bool warming = choice.stores == claimed ? c.claims <= kWarmupClaims : c.copies <= kWarmupCopies;
     if (estimate == 0.0) {
       estimate = per_byte;
-    } else if (c.copies <= kWarmupCopies) {
+    } else if (warming) {
       if (per_byte < estimate) estimate = per_byte;
     } else {
       // Noise only ever adds time (interrupts, preemption): an explored cost,
@@ -101,9 +123,14 @@ class StoreChooser {
 
  private:
   struct SizeClass {
-    double cost[2] = {0.0, 0.0};
-    std::uint32_t copies = 0;
+    double cost[3] = {0.0, 0.0, 0.0};  // per Stores
+    std::uint32_t copies = 0;          // unclaimed copies chosen
+    std::uint32_t claims = 0;          // occasions to claim
   };
+  static double cheapest_unclaimed(const SizeClass& c) {
+    const double a = c.cost[ordinary], b = c.cost[streaming];
+    return a == 0.0 ? b : b == 0.0 ? a : (a < b ? a : b);
+  }
   // Copies between two explorations of a size class: a power of two.
   static std::uint32_t explore_every(std::size_t bytes) {
     const std::size_t every = std::bit_floor(kExploreBytes / bytes);
