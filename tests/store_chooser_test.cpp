@@ -41,12 +41,14 @@ Tally run(StoreChooser& chooser, std::size_t bytes, State state, int copies) {
 
 }  // namespace
 
-TEST(StoreChooser, SmallCopiesUseOrdinaryStoresUntimed) {
+TEST(StoreChooser, SmallCopiesUseOrdinaryStoresUntimedAndAreAlwaysClaimed) {
   StoreChooser chooser;
   for (int i = 0; i < 100; ++i) {
-    const StoreChooser::Choice choice = chooser.choose(StoreChooser::kMinBytes - 1);
-    EXPECT_EQ(choice.stores, StoreChooser::ordinary);
-    EXPECT_FALSE(choice.timed);
+    const StoreChooser::Choice copy = chooser.choose(StoreChooser::kMinBytes - 1);
+    const StoreChooser::Choice claim = chooser.claim(StoreChooser::kMinBytes - 1);
+    EXPECT_EQ(copy.stores, StoreChooser::ordinary);
+    EXPECT_EQ(claim.stores, StoreChooser::claimed);
+    EXPECT_FALSE(copy.timed || claim.timed);
   }
   EXPECT_EQ(chooser.preferred(64), StoreChooser::ordinary);
 }
@@ -172,15 +174,6 @@ StoreChooser::Choice call_with_claims(StoreChooser& chooser, std::size_t bytes, 
 }
 
 }  // namespace
-
-TEST(StoreChooser, SmallCopiesAreAlwaysClaimed) {
-  StoreChooser chooser;
-  for (int i = 0; i < 100; ++i) {
-    const StoreChooser::Choice choice = chooser.claim(StoreChooser::kMinBytes - 1);
-    EXPECT_EQ(choice.stores, StoreChooser::claimed);
-    EXPECT_FALSE(choice.timed);
-  }
-}
 
 TEST(StoreChooser, ClaimsWhereClaimingMeasuresCheaperAndNotWhereItIsDearer) {
   for (const double with_claim : {0.5, 3.0}) {

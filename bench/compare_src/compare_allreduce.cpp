@@ -46,51 +46,12 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "mpi_programs.hpp"
 #include "tpcomm/tpcomm.hpp"
 
 namespace {
 
 using cmp::Dtype;
-
-void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
-  const auto* a = static_cast<const std::uint16_t*>(in);
-  auto* b = static_cast<std::uint16_t*>(inout);
-  const int n = *len;
-  for (int i = 0; i < n; ++i) b[i] = cmp::f32_to_bf16(cmp::bf16_to_f32(a[i]) + cmp::bf16_to_f32(b[i]));
-}
-
-// Communicator::from_env() with extra "NAME=value" settings in the environment
-// while it is created (the library reads its configuration then).
-tpcomm::Communicator communicator_with(const std::vector<std::string>& settings) {
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved;
-  for (const auto& setting : settings) {
-    const auto eq = setting.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument("--alt-env: expected NAME=value, got '" + setting + "'");
-    const std::string name = setting.substr(0, eq);
-    const char* old = std::getenv(name.c_str());
-    saved.emplace_back(name, old != nullptr ? std::optional<std::string>(old) : std::nullopt);
-    setenv(name.c_str(), setting.c_str() + eq + 1, 1);
-  }
-  tpcomm::Communicator comm = tpcomm::Communicator::from_env();
-  for (const auto& [name, old] : saved) {
-    if (old) setenv(name.c_str(), old->c_str(), 1);
-    else unsetenv(name.c_str());
-  }
-  return comm;
-}
-
-std::vector<std::string> split_words(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const std::size_t start = text.find_first_not_of(' ', i);
-    if (start == std::string::npos) break;
-    const std::size_t end = std::min(text.find(' ', start), text.size());
-    out.push_back(text.substr(start, end - start));
-    i = end;
-  }
-  return out;
-}
 
 bool has(const std::vector<std::string>& list, const char* name) {
   for (const auto& x : list)
@@ -112,7 +73,7 @@ int run(int argc, char** argv, int rank, int world) {
       continue;
     }
     if (std::string_view(argv[i]) == "--alt-env" && i + 1 < argc) {
-      alt_settings = split_words(argv[++i]);
+      alt_settings = cmp::split_words(argv[++i]);
       continue;
     }
     if (i + 1 >= argc || !cmp::parse_schedule_option(schedule, argv[i], argv[i + 1])) {
@@ -145,7 +106,7 @@ int run(int argc, char** argv, int rank, int world) {
   }
 
   std::optional<tpcomm::Communicator> alt;
-  if (!alt_settings.empty()) alt.emplace(communicator_with(alt_settings));
+  if (!alt_settings.empty()) alt.emplace(cmp::communicator_with(alt_settings));
 
   // The timing barrier lives in its own segment, named after rank 0's pid.
   long pid = static_cast<long>(getpid());
@@ -169,7 +130,7 @@ int run(int argc, char** argv, int rank, int world) {
   MPI_Type_contiguous(2, MPI_BYTE, &bf16_type);
   MPI_Type_commit(&bf16_type);
   MPI_Op bf16_op;
-  MPI_Op_create(bf16_sum, /*commute=*/1, &bf16_op);
+  MPI_Op_create(cmp::bf16_sum, /*commute=*/1, &bf16_op);
 
   if (rank == 0) {
     char version[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -274,22 +235,4 @@ int run(int argc, char** argv, int rank, int world) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  int status = 0;
-  try {
-    status = run(argc, argv, rank, world);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "compare_allreduce rank %d: %s\n", rank, e.what());
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 4);
-  }
-  // Every rank reports the same status: a wrong result anywhere fails the run.
-  int worst = 0;
-  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
-}
+int main(int argc, char** argv) { return cmp::mpi_main(argc, argv, "compare_allreduce", run); }

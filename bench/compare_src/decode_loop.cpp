@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "mpi_programs.hpp"
 #include "tpcomm/tpcomm.hpp"
 
 namespace {
@@ -46,36 +47,11 @@ std::vector<std::string> split(const std::string& text, char sep) {
   return out;
 }
 
-// Communicator::from_env() with "NAME=value" settings set while it is created.
-tpcomm::Communicator communicator_with(const std::vector<std::string>& settings) {
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved;
-  for (const auto& setting : settings) {
-    const auto eq = setting.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument("--alt-env: expected NAME=value, got '" + setting + "'");
-    const std::string name = setting.substr(0, eq);
-    const char* old = std::getenv(name.c_str());
-    saved.emplace_back(name, old != nullptr ? std::optional<std::string>(old) : std::nullopt);
-    setenv(name.c_str(), setting.c_str() + eq + 1, 1);
-  }
-  tpcomm::Communicator comm = tpcomm::Communicator::from_env();
-  for (const auto& [name, old] : saved) {
-    if (old) setenv(name.c_str(), old->c_str(), 1);
-    else unsetenv(name.c_str());
-  }
-  return comm;
-}
-
 // The activation rank `rank` writes in iteration `iter`, element j, as f32.
 float activation(int rank, std::uint64_t iter, std::size_t j, float weights_sum) {
   const std::uint32_t h = static_cast<std::uint32_t>((j * 2654435761u) ^ (static_cast<std::uint32_t>(rank) * 40503u) ^
                                                      static_cast<std::uint32_t>(iter * 2246822519u));
   return static_cast<float>(h % 2048) * 0.25f - 256.0f + weights_sum;
-}
-
-void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
-  const auto* a = static_cast<const std::uint16_t*>(in);
-  auto* b = static_cast<std::uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = cmp::f32_to_bf16(cmp::bf16_to_f32(a[i]) + cmp::bf16_to_f32(b[i]));
 }
 
 struct Variant {
@@ -109,14 +85,14 @@ int run(int argc, char** argv, int rank, int world) {
       if (d != "f32" && d != "bf16") throw std::invalid_argument("--dtype: f32 or bf16, got '" + d + "'");
       dtype = d == "f32" ? Dtype::f32 : Dtype::bf16;
     } else if (a == "--variants") variant_list = next();
-    else if (a == "--alt-env") alt_settings = split(next(), ' ');
+    else if (a == "--alt-env") alt_settings = cmp::split_words(next());
     else throw std::invalid_argument("unknown argument '" + a + "' (see the comment at the top of decode_loop.cpp)");
   }
   if (iters < 1 || blocks < 1 || bytes < cmp::elem_size(dtype)) throw std::invalid_argument("nothing to measure");
 
   tpcomm::Communicator comm = tpcomm::Communicator::from_env();
   std::optional<tpcomm::Communicator> alt;
-  if (!alt_settings.empty()) alt.emplace(communicator_with(alt_settings));
+  if (!alt_settings.empty()) alt.emplace(cmp::communicator_with(alt_settings));
 
   const std::size_t count = bytes / cmp::elem_size(dtype);
   const tpcomm::DataType tdt = dtype == Dtype::f32 ? tpcomm::DataType::f32 : tpcomm::DataType::bf16;
@@ -124,7 +100,7 @@ int run(int argc, char** argv, int rank, int world) {
   MPI_Type_contiguous(2, MPI_BYTE, &bf16_type);
   MPI_Type_commit(&bf16_type);
   MPI_Op bf16_op;
-  MPI_Op_create(&bf16_sum, 1, &bf16_op);
+  MPI_Op_create(&cmp::bf16_sum, 1, &bf16_op);
   const MPI_Datatype mdt = dtype == Dtype::f32 ? MPI_FLOAT : bf16_type;
   const MPI_Op mop = dtype == Dtype::f32 ? MPI_SUM : bf16_op;
 
@@ -250,21 +226,4 @@ int run(int argc, char** argv, int rank, int world) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  int status = 0;
-  try {
-    status = run(argc, argv, rank, world);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "decode_loop rank %d: %s\n", rank, e.what());
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 4);
-  }
-  int worst = 0;
-  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
-}
+int main(int argc, char** argv) { return cmp::mpi_main(argc, argv, "decode_loop", run); }
