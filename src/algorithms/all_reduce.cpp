@@ -53,11 +53,17 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.copy_in(channel.slot(me, input_round), args.send + offset, range.count * element);
     channel.publish(input_round, call);
     channel.wait_all_published(input_round, call);
+    const std::size_t my_offset = mine.begin * element;
+    // Every rank has released the previous call's rounds: the block of the
+    // next slot that this rank folds into is free. Claiming it before the
+    // fold overlaps taking its lines back with the fold's reads (bf16 2 KiB:
+    // 2-16 % faster; 4-64 KiB within a few %). Several chunks: see
+    // one_shot_all_reduce.
+    if (chunks == 1) channel.claim_next_slot_range(my_offset, mine.count * element);
 
     // Round 2: fold my block from every input slot into my next slot...
     const std::uint64_t reduced_round = channel.next_round();
     channel.acquire_slot(reduced_round, call);
-    const std::size_t my_offset = mine.begin * element;
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, input_round) + my_offset;
     channel.fold(fold, channel.slot(me, reduced_round) + my_offset, sources.data(), n, mine.count, element);
     channel.release(input_round);
