@@ -123,7 +123,6 @@ class ShmChannel {
   SegmentHeader& header() const { return *header_; }
 
   CopyPolicy& copy_policy() { return copy_policy_; }
-  const StoreChooser& store_chooser() const { return store_chooser_; }
   // Copies `bytes` into a slot (or any shared memory a peer reads next).
   void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const;
   // Copies `bytes` out of shared memory into the caller's buffer.

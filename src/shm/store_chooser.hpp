@@ -1,5 +1,7 @@
 // Chooses, per size class, between ordinary and streaming (non-temporal)
-// stores for the copy into a staging slot, by what each has cost lately.
+// stores for the copy into a staging slot, and whether to claim the slot at the
+// end of the call before (ShmChannel::claim_next_slot), by what each has cost
+// lately.
 //
 // Which stores are faster depends on where the machine's cores sit relative to
 // each other, and on the measured machine that changes while a job runs: with
@@ -56,17 +58,11 @@ class StoreChooser {
     bool explored = false;  // the kind that is not preferred at the moment
   };
 
-  // The stores for the next copy of `bytes`, counting it.
+  // The stores for the next copy of `bytes` (not claimed), counting it.
   Choice choose(std::size_t bytes) {
-    Choice choice = next(bytes);
-    if (bytes >= kMinBytes) ++classes_[size_class(bytes)].copies;
-    return choice;
-  }
-  // The stores the next copy of `bytes` will use, without counting it.
-  Choice next(std::size_t bytes) const {
     if (bytes < kMinBytes) return {};
-    const SizeClass& c = classes_[size_class(bytes)];
-    const std::uint32_t n = c.copies;
+    SizeClass& c = classes_[size_class(bytes)];
+    const std::uint32_t n = c.copies++;
     if (n < kWarmupCopies) return {static_cast<Stores>(n & 1), true, false};
     const Stores best = preferred(c);
     if (n % explore_every(bytes) == 0) return {other(best), true, true};
