@@ -36,17 +36,6 @@ namespace {
 
 using cmp::Dtype;
 
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::size_t i = 0;
-  while (i <= text.size()) {
-    const std::size_t j = std::min(text.find(sep, i), text.size());
-    if (j > i) out.push_back(text.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
 // The activation rank `rank` writes in iteration `iter`, element j, as f32.
 float activation(int rank, std::uint64_t iter, std::size_t j, float weights_sum) {
   const std::uint32_t h = static_cast<std::uint32_t>((j * 2654435761u) ^ (static_cast<std::uint32_t>(rank) * 40503u) ^
@@ -105,7 +94,7 @@ int run(int argc, char** argv, int rank, int world) {
   const MPI_Op mop = dtype == Dtype::f32 ? MPI_SUM : bf16_op;
 
   std::vector<Variant> variants;
-  for (const std::string& name : split(variant_list, ',')) {
+  for (const std::string& name : cmp::split_list(variant_list)) {
     const bool known = name == "compute" || name == "tpcomm_ip" || name == "tpcomm_oop" || name == "mpi_ip" ||
                        name == "mpi_oop";
     if (!known) throw std::invalid_argument("unknown variant '" + name + "'");
@@ -124,13 +113,16 @@ int run(int argc, char** argv, int rank, int world) {
   std::vector<float> weights(std::max<std::size_t>(1, work_bytes / 4));
   for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<float>(i % 7) * 1e-6f;
   std::vector<std::byte> x(bytes), y(bytes);
-  std::vector<float> reference(count);
   std::uint64_t iter = 0;
 
-  auto compute = [&](std::uint64_t it) {
+  // Streams the weights: the computation's bulk, and a term of every activation.
+  auto weights_sum = [&] {
     float acc = 0;
-    for (const float w : weights) acc += w;  // stream the weights
-    const float s = acc * 1e-3f;
+    for (const float w : weights) acc += w;
+    return acc * 1e-3f;
+  };
+  auto compute = [&](std::uint64_t it) {
+    const float s = weights_sum();
     if (dtype == Dtype::f32) {
       auto* out = reinterpret_cast<float*>(x.data());
       for (std::size_t j = 0; j < count; ++j) out[j] = activation(rank, it, j, s);
@@ -138,11 +130,6 @@ int run(int argc, char** argv, int rank, int world) {
       auto* out = reinterpret_cast<std::uint16_t*>(x.data());
       for (std::size_t j = 0; j < count; ++j) out[j] = cmp::f32_to_bf16(activation(rank, it, j, s));
     }
-  };
-  auto weights_sum = [&] {
-    float acc = 0;
-    for (const float w : weights) acc += w;
-    return acc * 1e-3f;
   };
 
   for (int b = 0; b < blocks; ++b) {

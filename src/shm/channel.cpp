@@ -383,7 +383,7 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
 
 }  // namespace
 
-void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const {
+void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) {
   // copy_to_shared's threshold: 0 streams everything, SIZE_MAX nothing.
   std::size_t streaming = copy_policy_.streaming_min_bytes;
   StoreChooser::Choice choice;

@@ -124,7 +124,7 @@ class ShmChannel {
 
   CopyPolicy& copy_policy() { return copy_policy_; }
   // Copies `bytes` into a slot (or any shared memory a peer reads next).
-  void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) const;
+  void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes);
   // Copies `bytes` out of shared memory into the caller's buffer.
   void copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const;
   // kernel(dst, sources, n, count) for elements of `element` bytes. These
@@ -239,8 +239,8 @@ class ShmChannel {
     std::uint64_t read_start = 0;  // 0: the round's data is not being read yet
     bool pending = false;
   };
-  mutable StoreChooser store_chooser_;
-  mutable StoreSample store_sample_;
+  StoreChooser store_chooser_;
+  StoreSample store_sample_;
   // What claim_next_slot decided for the next round's copy.
   struct PendingClaim {
     std::uint64_t round = 0;  // 0: none
@@ -248,7 +248,7 @@ class ShmChannel {
     StoreChooser::Choice choice;
     std::uint64_t ticks = 0;  // the claim's time, part of the claimed copy's cost
   };
-  mutable PendingClaim pending_claim_;
+  PendingClaim pending_claim_;
   bool may_claim_next_slot() const;
   std::uint64_t claim_lines(std::uint64_t round, std::size_t offset, std::size_t bytes);
   PairSendLine* pair_send_ = nullptr;
