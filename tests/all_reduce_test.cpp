@@ -47,14 +47,19 @@ std::uint64_t fnv1a(const unsigned char* p, std::size_t n) {
 
 // One rank's share of the matrix; throws on the first discrepancy.
 void run_matrix(int rank, int world, const std::string& job, const char* variant) {
-  // "<algorithm>[_nt][_threads]": the same algorithm with non-temporal
-  // copy-in for every chunk, and with every step (copy in, fold, copy out)
-  // split among three threads per rank (uneven pieces).
+  // "<algorithm>[_nt][_ntresult][_threads]": the same algorithm with
+  // non-temporal copy-in for every chunk, with every result written by
+  // non-temporal stores (from 64 bytes up), and with every step (copy in,
+  // fold, copy out) split among three threads per rank (uneven pieces).
   std::string algorithm = variant;
   if (algorithm.ends_with("_threads")) {
     algorithm.resize(algorithm.size() - 8);
     ::setenv("TPCOMM_THREADS", "3", 1);
     ::setenv("TPCOMM_THREADS_MIN_BYTES", "256", 1);
+  }
+  if (algorithm.ends_with("_ntresult")) {
+    algorithm.resize(algorithm.size() - 9);
+    ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "64", 1);
   }
   if (algorithm.ends_with("_nt")) {
     algorithm.resize(algorithm.size() - 3);
@@ -138,11 +143,21 @@ INSTANTIATE_TEST_SUITE_P(WorldSizesAndAlgorithms, AllReduceMatrix,
                                   std::string(std::get<1>(test_info.param));
                          });
 
+// Results written with non-temporal stores (ShmChannel::ResultStores).
+INSTANTIATE_TEST_SUITE_P(StreamedResults, AllReduceMatrix,
+                         ::testing::Combine(::testing::Values(2, 3, 5),
+                                            ::testing::Values("one_shot_ntresult", "two_shot_nt_ntresult")),
+                         [](const auto& test_info) {
+                           return "world" + std::to_string(std::get<0>(test_info.param)) + "_" +
+                                  std::string(std::get<1>(test_info.param));
+                         });
+
 // Helper threads per rank: two per rank beside the rank's own, so that every
 // step is cut into uneven pieces; few world sizes (they oversubscribe the CPUs).
 INSTANTIATE_TEST_SUITE_P(ThreadsPerRank, AllReduceMatrix,
                          ::testing::Combine(::testing::Values(2, 3, 4),
-                                            ::testing::Values("one_shot_threads", "two_shot_nt_threads")),
+                                            ::testing::Values("one_shot_threads", "two_shot_nt_threads",
+                                                              "one_shot_ntresult_threads")),
                          [](const auto& test_info) {
                            return "world" + std::to_string(std::get<0>(test_info.param)) + "_" +
                                   std::string(std::get<1>(test_info.param));
@@ -184,6 +199,51 @@ TEST(AllReduceSpecialValues, NanAndInfinityFollowTheContract) {
   EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << tpcomm::testing::describe(outcomes);
 }
 
+// Calls large enough for the measured choice of result stores (from 1 MiB):
+// the first calls of a size alternate between ordinary and streaming stores,
+// later ones explore the kind not preferred, so both are used on every size,
+// in and out of place, for ordinary buffers and zero-copy ones. Inputs change
+// every call; every result is checked against the serial reference.
+TEST(AllReduceResultStores, LargeCallsMatchTheReferenceWhicheverStoresAreChosen) {
+  const std::string job = tpcomm::testing::unique_job_id("results");
+  constexpr int kWorld = 2;
+  const auto outcomes = tpcomm::testing::run_ranks(kWorld, [&](int rank) {
+    ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");  // the default: chosen by measured cost
+    auto comm = tpcomm::Communicator::create(rank, kWorld, job);
+    // 1 MiB + 12 bytes (the tail after the last whole tile), 3 MiB + 4 (three chunks and a bit).
+    for (const std::size_t count : {std::size_t{(1 << 18) + 3}, std::size_t{(3 << 18) + 1}}) {
+      for (const DataType dt : {DataType::f32, DataType::bf16}) {
+        const std::size_t bytes = count * tpcomm::dtype_size(dt);
+        tpcomm::SharedBuffer shared = comm.alloc_shared(bytes + 64);
+        std::vector<unsigned char> send(bytes), recv(bytes + 8);
+        for (int call = 0; call < 12; ++call) {
+          const std::uint64_t seed = 50000 + static_cast<std::uint64_t>(call) * 16 + count % 16;
+          const int form = call % 4;  // out of place, in place, zero-copy out of place, zero-copy in place
+          unsigned char* input = form == 0   ? send.data()
+                                 : form == 1 ? recv.data() + 4
+                                             : static_cast<unsigned char*>(shared.data()) + 64;
+          unsigned char* output = form == 0 || form == 2 ? recv.data() + 4 : input;
+          tpcomm::reference::fill_pattern(dt, input, count, rank, seed);
+          comm.all_reduce(input, output, count, dt, ReduceOp::sum);
+          std::vector<std::vector<unsigned char>> inputs(kWorld, std::vector<unsigned char>(bytes));
+          std::vector<const void*> pointers;
+          for (int r = 0; r < kWorld; ++r) {
+            tpcomm::reference::fill_pattern(dt, inputs[static_cast<std::size_t>(r)].data(), count, r, seed);
+            pointers.push_back(inputs[static_cast<std::size_t>(r)].data());
+          }
+          std::vector<unsigned char> expected(bytes);
+          tpcomm::reference::reduce(dt, ReduceOp::sum, pointers, expected.data(), count);
+          const std::size_t wrong = tpcomm::reference::count_mismatches(dt, output, expected.data(), count);
+          check(wrong == 0, std::string(tpcomm::dtype_name(dt)) + " count " + std::to_string(count) + " call " +
+                                std::to_string(call) + " form " + std::to_string(form) + ": " +
+                                std::to_string(wrong) + " elements differ from the serial reference");
+        }
+      }
+    }
+  });
+  EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << tpcomm::testing::describe(outcomes);
+}
+
 // Many back-to-back calls with inputs that change every call and random
 // delays: catches a missing "done reading" acknowledgement or a reused slot.
 TEST(AllReduceStress, ChangingInputsWithRandomDelays) {
@@ -216,12 +276,18 @@ TEST(AllReduceStress, ChangingInputsWithRandomDelays) {
 // offsets inside the buffer, inputs rewritten right after every call and random
 // delays (a missing trailing acknowledgement shows up as wrong results).
 TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
-  for (const auto& [world, threads] : {std::pair{2, "1"}, std::pair{3, "1"}, std::pair{5, "1"}, std::pair{2, "3"}}) {
+  struct Setup {
+    int world;
+    const char* threads;    // "3": every fold and copy split among three threads per rank
+    const char* nt_result;  // "64": every result written with non-temporal stores
+  };
+  for (const auto& [world, threads, nt_result] : {Setup{2, "1", "auto"}, Setup{3, "1", "auto"}, Setup{5, "1", "auto"},
+                                                  Setup{2, "3", "auto"}, Setup{2, "1", "64"}, Setup{3, "3", "64"}}) {
     const std::string job = tpcomm::testing::unique_job_id("zc");
     const auto outcomes = tpcomm::testing::run_ranks(world, [&](int rank) {
-      // With "3", every fold and copy is split among three threads per rank.
       ::setenv("TPCOMM_THREADS", threads, 1);
       ::setenv("TPCOMM_THREADS_MIN_BYTES", "256", 1);
+      ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", nt_result, 1);
       auto comm = tpcomm::Communicator::create(rank, world, job);
       constexpr std::size_t kBytes = 1 << 16;
       tpcomm::SharedBuffer shared = comm.alloc_shared(kBytes);
@@ -274,7 +340,8 @@ TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
       }
     });
     EXPECT_TRUE(tpcomm::testing::all_ok(outcomes))
-        << "world " << world << ", threads " << threads << ": " << tpcomm::testing::describe(outcomes);
+        << "world " << world << ", threads " << threads << ", non-temporal results from " << nt_result << ": "
+        << tpcomm::testing::describe(outcomes);
   }
 }
 

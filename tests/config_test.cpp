@@ -78,6 +78,21 @@ TEST(Config, StagingStoresAreMeasuredUnlessASizeIsGiven) {
   ::unsetenv("TPCOMM_NT_MIN_BYTES");
 }
 
+TEST(Config, ResultStoresAreMeasuredUnlessASizeIsGiven) {
+  ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");
+  EXPECT_TRUE(Config::from_environment().measured_results);
+  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "auto", 1);
+  EXPECT_TRUE(Config::from_environment().measured_results);
+  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "4M", 1);
+  Config config = Config::from_environment();
+  EXPECT_FALSE(config.measured_results);
+  EXPECT_EQ(config.result_streaming_min_bytes, 4u << 20);
+  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "64", 1);  // below the measured range: allowed when fixed
+  EXPECT_EQ(Config::from_environment().result_streaming_min_bytes, 64u);
+  expect_rejected("TPCOMM_NT_RESULT_MIN_BYTES", "sometimes");
+  ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");
+}
+
 TEST(Config, ClaimLimitIsAByteSize) {
   ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
   EXPECT_EQ(Config::from_environment().claim_max_bytes, 1u << 20);

@@ -2,7 +2,8 @@
 // independent serial reference, bitwise, for every dtype and op, including
 // special values, lengths that are not multiples of the vector width and
 // n = 1..9 sources, and buffers at any byte offset. Also the f16/bf16
-// conversions over all 65536 patterns and the copy into staging memory.
+// conversions over all 65536 patterns, the copy into staging memory and the
+// fold that streams its result.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -165,6 +166,69 @@ TEST(Kernels, CopyToSharedCopiesEverySizeAtEveryOffset) {
           tpcomm::detail::copy_to_shared(destination.data() + 32 + to, source.data() + from, bytes, streaming_min);
           ASSERT_TRUE(destination == expected) << "streaming from " << streaming_min << ", destination offset " << to
                                                << ", source offset " << from << ", " << bytes << " bytes";
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, StreamingFoldMatchesTheReferenceAtEveryOffset) {
+  // fold_streaming writes the kernel's result through a 256-byte tile with
+  // non-temporal stores, ordinary stores for the head up to dst's first
+  // cache line and for the tail. Every level, dtype and op, 1-3 sources,
+  // destination offsets 0..71 bytes (element-aligned and not), counts around
+  // the tile and line boundaries, out of place and in place: bitwise the
+  // serial reference, and nothing written outside the result.
+  std::mt19937_64 random(11);
+  const DataType dtypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
+                             DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
+  constexpr std::size_t kGuard = 128;
+  for (const auto* table : tables()) {
+    for (DataType dt : dtypes) {
+      const std::size_t esz = tpcomm::dtype_size(dt);
+      for (int op_index = 0; op_index < 5; ++op_index) {
+        const auto op = static_cast<ReduceOp>(op_index);
+        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
+        for (int n : {1, 2, 3}) {
+          for (std::size_t bytes : {std::size_t{0}, std::size_t{8}, std::size_t{511}, std::size_t{512},
+                                    std::size_t{576}, std::size_t{1000}, std::size_t{4104}}) {
+            const std::size_t count = bytes / esz;
+            std::vector<std::vector<unsigned char>> sources(static_cast<std::size_t>(n),
+                                                            std::vector<unsigned char>(count * esz + 1));
+            std::vector<const void*> pointers;
+            for (auto& source : sources) {
+              fill_random(dt, source.data(), count, random);
+              pointers.push_back(source.data());
+            }
+            std::vector<unsigned char> expected(count * esz + 1);
+            ref::reduce(dt, op, pointers, expected.data(), count);
+            const auto fold = table->fold[static_cast<int>(dt)][op_index];
+            for (std::size_t offset = 0; offset < 72; offset += (offset < 8 ? 1 : 8)) {
+              const auto where = [&](const char* how) {
+                return std::string(table->isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
+                       std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) + " count=" +
+                       std::to_string(count) + " offset=" + std::to_string(offset) + " " + how;
+              };
+              // A 64-byte aligned buffer, so that offset is the offset within a cache line.
+              std::vector<std::uint64_t> storage((2 * kGuard + count * esz + 72) / 8 + 8, 0xa5a5a5a5a5a5a5a5ull);
+              auto* base = reinterpret_cast<unsigned char*>(storage.data());
+              base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64;
+              unsigned char* out = base + kGuard + offset;
+              const std::vector<unsigned char> before(base, base + 2 * kGuard + count * esz + 72);
+              tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), pointers.data(), n, count, esz);
+              ASSERT_EQ(ref::count_mismatches(dt, out, expected.data(), count), 0u) << where("out of place");
+              for (std::size_t i = 0; i < before.size(); ++i) {
+                if (base + i >= out && base + i < out + count * esz) continue;
+                ASSERT_EQ(base[i], before[i]) << where("wrote outside the result") << " at byte " << i;
+              }
+              // In place: the destination is the first source, at the same offset.
+              std::memcpy(out, sources[0].data(), count * esz);
+              std::vector<const void*> in_place = pointers;
+              in_place[0] = out;
+              tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), in_place.data(), n, count, esz);
+              ASSERT_EQ(ref::count_mismatches(dt, out, expected.data(), count), 0u) << where("in place");
+            }
+          }
         }
       }
     }

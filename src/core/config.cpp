@@ -19,6 +19,8 @@ const std::vector<ConfigVariable>& config_variables() {
        "busy-wait iterations (pauses) before a waiting rank starts yielding the CPU (auto: 20000, ~0.5 ms; 64 with more ranks than CPUs)"},
       {"TPCOMM_NT_MIN_BYTES", "auto",
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
+      {"TPCOMM_NT_RESULT_MIN_BYTES", "auto",
+       "out-of-place all_reduce results of at least this size are written with non-temporal stores (auto: ordinary or non-temporal by measured cost, from 1 MiB)"},
       {"TPCOMM_CLAIM_MAX_BYTES", "1M",
        "after a collective whose last copy into staging is up to this size, its slot for the next call is taken for writing while the caller computes (0: never)"},
       {"TPCOMM_THREADS", "auto",
@@ -89,6 +91,10 @@ Config Config::from_environment() {
   }
   if (const char* value = env("TPCOMM_CLAIM_MAX_BYTES")) {
     config.claim_max_bytes = parse_byte_size(value, "TPCOMM_CLAIM_MAX_BYTES");
+  }
+  if (const char* value = env("TPCOMM_NT_RESULT_MIN_BYTES"); value != nullptr && std::string_view(value) != "auto") {
+    config.result_streaming_min_bytes = parse_byte_size(value, "TPCOMM_NT_RESULT_MIN_BYTES");
+    config.measured_results = false;
   }
   if (const char* value = env("TPCOMM_SPIN")) {
     config.spin_count = static_cast<int>(parse_byte_size(value, "TPCOMM_SPIN"));

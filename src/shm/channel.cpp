@@ -381,6 +381,7 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
   });
 }
 
+
 }  // namespace
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) {
@@ -424,31 +425,62 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   }
 }
 
-void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const {
+void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t bytes, ResultStores* result) const {
+  // copy_to_shared streams from its threshold up: 0 always, SIZE_MAX never.
+  const std::size_t streaming =
+      result != nullptr && result->choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
+  if (result != nullptr && result->choice.timed && result->start == 0) result->start = ticks();
   const int parts = split_parts(copy_policy_, bytes);
   if (parts == 1) {
-    std::memcpy(dst, src, bytes);
-    return;
+    copy_to_shared(dst, src, bytes, streaming);
+  } else {
+    run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
+      copy_to_shared(dst + begin, src + begin, end - begin, streaming);
+    });
   }
-  run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
-    std::memcpy(dst + begin, src + begin, end - begin);
-  });
 }
 
 void ShmChannel::fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
-                      std::size_t element) const {
+                      std::size_t element, ResultStores* result) const {
+  const bool stream = result != nullptr && result->choice.stores == StoreChooser::streaming;
+  if (result != nullptr && result->choice.timed && result->start == 0) result->start = ticks();
   const int parts = split_parts(copy_policy_, count * element);
   if (parts == 1) {
-    kernel(dst, sources, n, count);
-    return;
-  }
-  run_pieces(*copy_policy_.workers, parts, count, [&](std::size_t begin, std::size_t end) {
-    std::array<const void*, kMaxWorldSize> moved{};
-    for (int k = 0; k < n; ++k) {
-      moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
+    if (stream) {
+      fold_streaming(kernel, dst, sources, n, count, element);
+    } else {
+      kernel(dst, sources, n, count);
     }
-    kernel(dst + begin * element, moved.data(), n, end - begin);
-  });
+  } else {
+    run_pieces(*copy_policy_.workers, parts, count, [&](std::size_t begin, std::size_t end) {
+      std::array<const void*, kMaxWorldSize> moved{};
+      for (int k = 0; k < n; ++k) {
+        moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
+      }
+      if (stream) {
+        fold_streaming(kernel, dst + begin * element, moved.data(), n, end - begin, element);
+      } else {
+        kernel(dst + begin * element, moved.data(), n, end - begin);
+      }
+    });
+  }
+}
+
+ShmChannel::ResultStores ShmChannel::choose_result_stores(std::size_t bytes, ResultKind kind) {
+  ResultStores result;
+  result.bytes = bytes;
+  result.kind = kind;
+  if (!copy_policy_.measured_results) {
+    if (bytes >= copy_policy_.result_streaming_min_bytes) result.choice.stores = StoreChooser::streaming;
+  } else if (bytes >= kMinStreamedResultBytes) {
+    result.choice = result_choosers_[static_cast<std::size_t>(kind)].choose(bytes);
+  }
+  return result;
+}
+
+void ShmChannel::record_result_stores(const ResultStores& result) {
+  if (!result.choice.timed || result.start == 0) return;
+  result_choosers_[static_cast<std::size_t>(result.kind)].record(result.bytes, result.choice, ticks() - result.start);
 }
 
 void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reason) {

@@ -11,6 +11,7 @@
 // the deadline, the shared abort state and the liveness of the awaited rank.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -83,6 +84,8 @@ struct CopyPolicy {
   std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
   bool measured_stores = false;                // or: chosen by measured cost (StoreChooser)
   std::size_t claim_max_bytes = 0;             // claim_next_slot() up to this many bytes
+  bool measured_results = false;               // results' stores chosen by measured cost (ShmChannel::ResultStores)
+  std::size_t result_streaming_min_bytes = SIZE_MAX;  // or: streamed from this call size up
   WorkerPool* workers = nullptr;               // helper threads, if the rank has any
   std::size_t split_min_bytes = SIZE_MAX;      // steps of this size and up are split among them
 };
@@ -125,12 +128,39 @@ class ShmChannel {
   CopyPolicy& copy_policy() { return copy_policy_; }
   // Copies `bytes` into a slot (or any shared memory a peer reads next).
   void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes);
+  // How a call writes its result into the caller's buffer: with ordinary or
+  // non-temporal stores. Which is faster depends on where that buffer's lines
+  // are and on the machine's state. Out of place, the buffer is usually not in
+  // cache (a fresh output), and from a few MiB up streaming stores skip reading
+  // every line first. In place, the lines were just read, and ordinary stores
+  // win in the machine's fast state, streaming ones in its slow state (the
+  // lines' write-back then competes with the peer's reads). So each form has a
+  // StoreChooser, keyed by the call's size, fed with the time from the first
+  // write of the result to the end of the call (the remaining rounds included:
+  // streamed lines reach memory while the call goes on, and the peer's choice is
+  // the same, since every rank counts the same calls). A size makes it fixed:
+  // streaming from CopyPolicy::result_streaming_min_bytes up, both forms.
+  // Each kind of call has its own chooser: where the result's lines are
+  // differs, and so does the cost of the rest of the call.
+  static constexpr std::size_t kMinStreamedResultBytes = std::size_t{1} << 20;
+  enum class ResultKind : std::uint8_t { out_of_place, in_place, zero_copy_out_of_place, zero_copy_in_place };
+  struct ResultStores {
+    StoreChooser::Choice choice;  // ordinary unless chosen otherwise
+    std::size_t bytes = 0;        // the call's result size
+    ResultKind kind = ResultKind::out_of_place;
+    std::uint64_t start = 0;      // when choice.timed: when the result began to be written
+  };
+  ResultStores choose_result_stores(std::size_t bytes, ResultKind kind);
+  // After the call: its cost, if it was timed.
+  void record_result_stores(const ResultStores& result);
+
   // Copies `bytes` out of shared memory into the caller's buffer.
-  void copy_out(std::byte* dst, const std::byte* src, std::size_t bytes) const;
+  void copy_out(std::byte* dst, const std::byte* src, std::size_t bytes, ResultStores* result = nullptr) const;
   // kernel(dst, sources, n, count) for elements of `element` bytes. These
-  // three split large steps among the rank's threads (CopyPolicy).
+  // three split large steps among the rank's threads (CopyPolicy). With a
+  // result, dst is the caller's buffer, written as result->choice says.
   void fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
-            std::size_t element) const;
+            std::size_t element, ResultStores* result = nullptr) const;
 
   WaitPolicy& policy() { return policy_; }
   const WaitPolicy& policy() const { return policy_; }
@@ -241,6 +271,7 @@ class ShmChannel {
   };
   StoreChooser store_chooser_;
   StoreSample store_sample_;
+  std::array<StoreChooser, 4> result_choosers_;  // by ResultKind
   // What claim_next_slot decided for the next round's copy.
   struct PendingClaim {
     std::uint64_t round = 0;  // 0: none
