@@ -47,15 +47,21 @@ std::uint64_t fnv1a(const unsigned char* p, std::size_t n) {
 
 // One rank's share of the matrix; throws on the first discrepancy.
 void run_matrix(int rank, int world, const std::string& job, const char* variant) {
-  // "<algorithm>[_nt][_ntresult][_threads]": the same algorithm with
-  // non-temporal copy-in for every chunk, with every result written by
-  // non-temporal stores (from 64 bytes up), and with every step (copy in,
-  // fold, copy out) split among three threads per rank (uneven pieces).
+  // "<algorithm>[_nt][_ntresult][_ownslot][_threads]": the same algorithm
+  // with non-temporal copy-in for every chunk, with every result written by
+  // non-temporal stores (from 64 bytes up), with the rank's own contribution
+  // folded from its slot rather than its input (as calls above 4 MiB do), and
+  // with every step (copy in, fold, copy out) split among three threads per
+  // rank (uneven pieces).
   std::string algorithm = variant;
   if (algorithm.ends_with("_threads")) {
     algorithm.resize(algorithm.size() - 8);
     ::setenv("TPCOMM_THREADS", "3", 1);
     ::setenv("TPCOMM_THREADS_MIN_BYTES", "256", 1);
+  }
+  if (algorithm.ends_with("_ownslot")) {
+    algorithm.resize(algorithm.size() - 8);
+    ::setenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "0", 1);
   }
   if (algorithm.ends_with("_ntresult")) {
     algorithm.resize(algorithm.size() - 9);
@@ -143,10 +149,12 @@ INSTANTIATE_TEST_SUITE_P(WorldSizesAndAlgorithms, AllReduceMatrix,
                                   std::string(std::get<1>(test_info.param));
                          });
 
-// Results written with non-temporal stores (ShmChannel::ResultStores).
-INSTANTIATE_TEST_SUITE_P(StreamedResults, AllReduceMatrix,
+// Results written with non-temporal stores (ShmChannel::ResultStores), and
+// every contribution folded from the slots.
+INSTANTIATE_TEST_SUITE_P(SourcesAndStores, AllReduceMatrix,
                          ::testing::Combine(::testing::Values(2, 3, 5),
-                                            ::testing::Values("one_shot_ntresult", "two_shot_nt_ntresult")),
+                                            ::testing::Values("one_shot_ntresult", "two_shot_nt_ntresult",
+                                                              "one_shot_ownslot", "two_shot_ntresult_ownslot")),
                          [](const auto& test_info) {
                            return "world" + std::to_string(std::get<0>(test_info.param)) + "_" +
                                   std::string(std::get<1>(test_info.param));

@@ -93,6 +93,17 @@ TEST(Config, ResultStoresAreMeasuredUnlessASizeIsGiven) {
   ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");
 }
 
+TEST(Config, OwnContributionFromTheInputUpToAByteSize) {
+  ::unsetenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES");
+  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 4u << 20);
+  ::setenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "0", 1);
+  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 0u);
+  ::setenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "1G", 1);
+  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 1u << 30);
+  expect_rejected("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "-1");
+  ::unsetenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES");
+}
+
 TEST(Config, ClaimLimitIsAByteSize) {
   ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
   EXPECT_EQ(Config::from_environment().claim_max_bytes, 1u << 20);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "shm/store_chooser.hpp"
 
@@ -165,6 +166,7 @@ StoreChooser::Choice call_with_claims(StoreChooser& chooser, std::size_t bytes, 
   const auto cost = [&](double per_byte) { return static_cast<std::uint64_t>(per_byte * static_cast<double>(bytes)); };
   if (before.stores == StoreChooser::claimed) {
     // The slot was claimed: the copy uses ordinary stores and counts as claimed.
+    chooser.count_claimed(bytes);
     if (before.timed) chooser.record(bytes, before, cost(with_claim));
   } else {
     const StoreChooser::Choice choice = chooser.choose(bytes);
@@ -208,4 +210,78 @@ TEST(StoreChooser, StartsClaimingWhenClaimsBecomeCheaper) {
     if (i >= 3000) claims += decision.stores == StoreChooser::claimed ? 1 : 0;
   }
   EXPECT_GT(claims, 2700);
+}
+
+// Ranks share their choices: rank 0 decides, the others follow, even where
+// their own measurements disagree (they see their peer's stores too, and a
+// rank that claims while its peer does not would count copies differently and
+// explore at other copies from then on).
+namespace {
+
+struct Rank {
+  StoreChooser chooser;
+  State machine;      // what this rank measures for unclaimed copies
+  double with_claim;  // and for claimed ones
+  StoreChooser::Choice pending{StoreChooser::ordinary, false, false};  // the last claim decision
+};
+
+// One call on every rank; returns each rank's copy kind (claimed counts as its own kind).
+std::vector<int> call_on_all(std::vector<Rank>& ranks, std::size_t bytes) {
+  std::vector<int> kinds;
+  for (Rank& rank : ranks) {
+    const auto cost = [&](double per_byte) { return static_cast<std::uint64_t>(per_byte * static_cast<double>(bytes)); };
+    if (rank.pending.stores == StoreChooser::claimed) {
+      rank.chooser.count_claimed(bytes);
+      if (rank.pending.timed) rank.chooser.record(bytes, rank.pending, cost(rank.with_claim));
+      kinds.push_back(StoreChooser::claimed);
+    } else {
+      const StoreChooser::Choice choice = rank.chooser.choose(bytes);
+      if (choice.timed) rank.chooser.record(bytes, choice, cost(rank.machine.of(choice.stores)));
+      kinds.push_back(choice.stores);
+    }
+    rank.pending = rank.chooser.claim(bytes);
+  }
+  return kinds;
+}
+
+int disagreements(bool shared) {
+  StoreChooser::Board board{};
+  // Rank 0 finds streaming cheapest and claims dear; rank 1 the opposite.
+  std::vector<Rank> ranks(2);
+  ranks[0].machine = {2.0, 1.0};
+  ranks[0].with_claim = 3.0;
+  ranks[1].machine = {1.0, 2.0};
+  ranks[1].with_claim = 0.5;
+  if (shared) {
+    ranks[0].chooser.attach(&board, true);
+    ranks[1].chooser.attach(&board, false);
+  }
+  int differ = 0;
+  for (int call = 0; call < 5000; ++call) {
+    const std::vector<int> kinds = call_on_all(ranks, 64 * K);
+    differ += kinds[0] != kinds[1] ? 1 : 0;
+  }
+  return differ;
+}
+
+}  // namespace
+
+TEST(StoreChooser, RanksSharingABoardMakeTheSameChoiceOnEveryCall) {
+  EXPECT_EQ(disagreements(true), 0);
+  // Negative control: deciding alone, the ranks disagree on most calls.
+  EXPECT_GT(disagreements(false), 2500);
+}
+
+TEST(StoreChooser, NoClaimsWhileTheUnclaimedKindsWarmUp) {
+  StoreChooser chooser;
+  const std::size_t bytes = 256 * K;
+  for (std::uint32_t i = 0; i < StoreChooser::kWarmupCopies; ++i) {
+    const StoreChooser::Choice copy = chooser.choose(bytes);
+    EXPECT_EQ(copy.stores, i % 2 == 0 ? StoreChooser::ordinary : StoreChooser::streaming) << "copy " << i;
+    chooser.record(bytes, copy, 1000);
+    if (i + 1 < StoreChooser::kWarmupCopies) {
+      EXPECT_NE(chooser.claim(bytes).stores, StoreChooser::claimed) << "after copy " << i;
+    }
+  }
+  EXPECT_EQ(chooser.claim(bytes).stores, StoreChooser::claimed) << "then the claims warm up";
 }

@@ -20,6 +20,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
   ShmChannel::ResultStores result = channel.choose_result_stores(
       args.count * element,
       args.recv == args.send ? ShmChannel::ResultKind::in_place : ShmChannel::ResultKind::out_of_place);
+  const bool own_from_input = args.count * element <= channel.copy_policy().own_from_input_max_bytes;
   for (std::size_t c = 0; c < chunks; ++c) {
     const Range range = chunk_range(args.count, per_chunk, c);
     const std::size_t offset = range.begin * element;
@@ -29,6 +30,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.publish(round, call);
     channel.wait_all_published(round, call);
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, round);
+    if (own_from_input) sources[static_cast<std::size_t>(me)] = args.send + offset;
     channel.fold(fold, args.recv + offset, sources.data(), n, range.count, element, &result);
     channel.release(round);
   }
@@ -49,6 +51,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
   ShmChannel::ResultStores result = channel.choose_result_stores(
       args.count * element,
       args.recv == args.send ? ShmChannel::ResultKind::in_place : ShmChannel::ResultKind::out_of_place);
+  const bool own_from_input = args.count * element <= channel.copy_policy().own_from_input_max_bytes;
   for (std::size_t c = 0; c < chunks; ++c) {
     const Range range = chunk_range(args.count, per_chunk, c);
     const std::size_t offset = range.begin * element;
@@ -72,6 +75,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     const std::uint64_t reduced_round = channel.next_round();
     channel.acquire_slot(reduced_round, call);
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, input_round) + my_offset;
+    if (own_from_input) sources[static_cast<std::size_t>(me)] = args.send + offset + my_offset;
     channel.fold(fold, channel.slot(me, reduced_round) + my_offset, sources.data(), n, mine.count, element);
     channel.release(input_round);
     channel.publish(reduced_round, call);

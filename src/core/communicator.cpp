@@ -236,6 +236,7 @@ class ShmCommunicator final : public Communicator::Impl {
     channel_.copy_policy().measured_stores = config_.measured_stores;
     channel_.copy_policy().streaming_min_bytes = config_.streaming_min_bytes;
     channel_.copy_policy().claim_max_bytes = config_.claim_max_bytes;
+    channel_.copy_policy().own_from_input_max_bytes = config_.own_from_input_max_bytes;
     channel_.copy_policy().measured_results = config_.measured_results;
     channel_.copy_policy().result_streaming_min_bytes = config_.result_streaming_min_bytes;
     // With a CPU per rank, spin about half a millisecond (a pause is ~25 ns on

@@ -21,6 +21,8 @@ const std::vector<ConfigVariable>& config_variables() {
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
       {"TPCOMM_NT_RESULT_MIN_BYTES", "auto",
        "out-of-place all_reduce results of at least this size are written with non-temporal stores (auto: ordinary or non-temporal by measured cost, from 1 MiB)"},
+      {"TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "4M",
+       "all_reduce calls up to this size fold the rank's own contribution from its input (likely in cache), not from its copy in staging (0: never)"},
       {"TPCOMM_CLAIM_MAX_BYTES", "1M",
        "after a collective whose last copy into staging is up to this size, its slot for the next call is taken for writing while the caller computes (0: never)"},
       {"TPCOMM_THREADS", "auto",
@@ -91,6 +93,9 @@ Config Config::from_environment() {
   }
   if (const char* value = env("TPCOMM_CLAIM_MAX_BYTES")) {
     config.claim_max_bytes = parse_byte_size(value, "TPCOMM_CLAIM_MAX_BYTES");
+  }
+  if (const char* value = env("TPCOMM_OWN_FROM_INPUT_MAX_BYTES")) {
+    config.own_from_input_max_bytes = parse_byte_size(value, "TPCOMM_OWN_FROM_INPUT_MAX_BYTES");
   }
   if (const char* value = env("TPCOMM_NT_RESULT_MIN_BYTES"); value != nullptr && std::string_view(value) != "auto") {
     config.result_streaming_min_bytes = parse_byte_size(value, "TPCOMM_NT_RESULT_MIN_BYTES");

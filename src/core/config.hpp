@@ -29,6 +29,7 @@ struct Config {
   bool measured_stores = true;            // TPCOMM_NT_MIN_BYTES=auto: ordinary or streaming by measured cost
   std::size_t streaming_min_bytes = SIZE_MAX;  // TPCOMM_NT_MIN_BYTES=<size>: streaming from this size up
   std::size_t claim_max_bytes = std::size_t{1} << 20;  // TPCOMM_CLAIM_MAX_BYTES
+  std::size_t own_from_input_max_bytes = std::size_t{4} << 20;  // TPCOMM_OWN_FROM_INPUT_MAX_BYTES
   bool measured_results = true;                          // TPCOMM_NT_RESULT_MIN_BYTES=auto
   std::size_t result_streaming_min_bytes = SIZE_MAX;     // TPCOMM_NT_RESULT_MIN_BYTES=<size>
   int threads = -1;                    // TPCOMM_THREADS (-1: by CPUs per rank)

@@ -107,7 +107,13 @@ ShmChannel::ShmChannel(std::byte* base, const SegmentLayout& layout, int rank, i
       pair_send_(reinterpret_cast<PairSendLine*>(base + layout.pair_send_offset)),
       pair_ack_(reinterpret_cast<PairAckLine*>(base + layout.pair_ack_offset)),
       pair_slots_(base + layout.pair_slots_offset),
-      pair_bytes_(layout.pair_bytes) {}
+      pair_bytes_(layout.pair_bytes) {
+  // Every rank follows rank 0's choices of stores (see StoreChooser).
+  store_chooser_.attach(&header_->copy_stores, rank_ == 0);
+  for (std::size_t kind = 0; kind < result_choosers_.size(); ++kind) {
+    result_choosers_[kind].attach(&header_->result_stores[kind], rank_ == 0);
+  }
+}
 
 Backoff::Backoff(const WaitPolicy& policy, WakeLine* wake) : policy_(policy), wake_(wake) {}
 
@@ -396,6 +402,7 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
     if (claim.round == last_round_ && claim.bytes == bytes && claim.choice.stores == StoreChooser::claimed) {
       choice = claim.choice;  // the slot was claimed for this copy: ordinary stores
       claim_ticks = claim.ticks;
+      store_chooser_.count_claimed(bytes);
     } else {
       choice = store_chooser_.choose(bytes);
       // Not claiming was tried on purpose: see what the copy costs.

@@ -84,6 +84,7 @@ struct CopyPolicy {
   std::size_t streaming_min_bytes = SIZE_MAX;  // non-temporal stores from this many bytes up
   bool measured_stores = false;                // or: chosen by measured cost (StoreChooser)
   std::size_t claim_max_bytes = 0;             // claim_next_slot() up to this many bytes
+  std::size_t own_from_input_max_bytes = 0;    // folds read the rank's own input, not its slot, in calls this small
   bool measured_results = false;               // results' stores chosen by measured cost (ShmChannel::ResultStores)
   std::size_t result_streaming_min_bytes = SIZE_MAX;  // or: streamed from this call size up
   WorkerPool* workers = nullptr;               // helper threads, if the rank has any
@@ -271,7 +272,7 @@ class ShmChannel {
   };
   StoreChooser store_chooser_;
   StoreSample store_sample_;
-  std::array<StoreChooser, 4> result_choosers_;  // by ResultKind
+  std::array<StoreChooser, 4> result_choosers_;  // by ResultKind (SegmentHeader::result_stores)
   // What claim_next_slot decided for the next round's copy.
   struct PendingClaim {
     std::uint64_t round = 0;  // 0: none

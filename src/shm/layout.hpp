@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shm/store_chooser.hpp"
 #include "tpcomm/tpcomm.h"
 
 namespace tpcomm::detail {
@@ -106,6 +107,11 @@ struct SegmentHeader {
   // Why a rank last rejected its arguments (see ShmChannel::publish_rejection),
   // written before the round that announces it.
   char rejection[kMaxWorldSize][256];
+  // Rank 0's choices of stores, which every rank follows (StoreChooser): for
+  // copies into slots, and for results by ShmChannel::ResultKind. Written
+  // only when a choice changes, so the lines stay shared in every cache.
+  alignas(kCacheLine) StoreChooser::Board copy_stores;
+  StoreChooser::Board result_stores[4];
 };
 
 struct alignas(kCacheLine) ReadyLine {

@@ -16,11 +16,21 @@
 // on every rank (collectives are matched, so the counts agree) so that the
 // explored cost is that of all ranks using it.
 //
+// The ranks must also make the same choice: a rank that claims while its peer
+// does not counts its copies differently, and from then on the two explore at
+// different copies (measured: one rank's counters hundreds of copies behind
+// the other's, and calls stuck 30 % slower). So the ranks of a communicator
+// share a Board in their segment: rank 0 (the leader) publishes each size
+// class's preferred kinds as its estimates change, and the others follow it.
+// A follower may read a choice one call before the leader updates it; the
+// counters still advance alike, since every copy is counted (count_claimed).
+//
 // The choice changes only how the slot's bytes are written, never what they
 // are: results are the same either way.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +39,15 @@ namespace tpcomm::detail {
 
 class StoreChooser {
  public:
+  static constexpr std::size_t kClasses = 65;  // size classes: bit width of the byte count
+
+  // Preferred kinds per size class, shared by the ranks (in SegmentHeader).
+  // Zero-initialised means "ordinary stores, claims made".
+  struct Board {
+    std::atomic<std::uint8_t> stores[kClasses];  // Stores: ordinary or streaming
+    std::atomic<std::uint8_t> unclaimed[kClasses];  // 1: do not claim
+  };
+
   // `claimed`: ordinary stores into a slot claimed at the end of the previous
   // call (ShmChannel::claim_next_slot), whose cost includes the claim's.
   enum Stores : std::uint8_t { ordinary = 0, streaming = 1, claimed = 2 };
@@ -64,24 +83,39 @@ class StoreChooser {
     SizeClass& c = classes_[size_class(bytes)];
     const std::uint32_t n = c.copies++;
     if (n < kWarmupCopies) return {static_cast<Stores>(n & 1), true, false};
-    const Stores best = preferred(c);
+    const Stores best = decide_stores(c, size_class(bytes));
     if (n % explore_every(bytes) == 0) return {other(best), true, true};
     return {best, n % kSampleEvery == 0, false};
+  }
+
+  // A copy of `bytes` into a claimed slot (claim() said so): counted like the
+  // others, so that every rank's count of copies stays the same.
+  void count_claimed(std::size_t bytes) {
+    if (bytes >= kMinBytes) ++classes_[size_class(bytes)].copies;
+  }
+
+  // Share choices through `board` (nullptr: decide alone, as in the tests of
+  // the chooser itself): the leader writes them, the others read them.
+  void attach(Board* board, bool leader) {
+    board_ = board;
+    leader_ = leader;
   }
 
   // At the end of a call whose one copy was `bytes`: whether to claim the
   // next call's slot (stores == claimed) or not, counting the occasion. The
   // claimed copies form a kind of their own, compared with the cheaper of
   // the other two and explored like them; the copy of `bytes` that follows a
-  // claim uses ordinary stores and is recorded as `claimed`. Copies below
-  // kMinBytes are always claimed, untimed.
+  // claim uses ordinary stores and is recorded as `claimed`. No claims
+  // while the unclaimed kinds warm up. Copies below kMinBytes are always
+  // claimed, untimed.
   Choice claim(std::size_t bytes) {
     if (bytes < kMinBytes) return {claimed, false, false};
     SizeClass& c = classes_[size_class(bytes)];
+    // The unclaimed kinds warm up first: claimed copies would take their turns.
+    if (c.copies < kWarmupCopies) return {ordinary, false, false};
     const std::uint32_t n = c.claims++;
     if (n < kWarmupClaims) return {claimed, true, false};
-    const double unclaimed = cheapest_unclaimed(c);
-    const bool better = unclaimed == 0.0 || c.cost[claimed] < unclaimed;
+    const bool better = decide_claim(c, size_class(bytes));
     if (n % explore_every(bytes) == 0) return better ? Choice{ordinary, false, true} : Choice{claimed, true, true};
     return better ? Choice{claimed, n % kSampleEvery == 0, false} : Choice{ordinary, false, false};
   }
@@ -140,7 +174,30 @@ class StoreChooser {
     return c.cost[streaming] != 0.0 && c.cost[streaming] < c.cost[ordinary] ? streaming : ordinary;
   }
 
-  std::array<SizeClass, 65> classes_{};
+  // The leader's (or a lone chooser's) choice, published; a follower's, read.
+  Stores decide_stores(const SizeClass& c, std::size_t index) {
+    if (board_ == nullptr) return preferred(c);
+    std::atomic<std::uint8_t>& shared = board_->stores[index];
+    if (!leader_) return static_cast<Stores>(shared.load(std::memory_order_relaxed));
+    const Stores best = preferred(c);
+    if (shared.load(std::memory_order_relaxed) != best) shared.store(best, std::memory_order_relaxed);
+    return best;
+  }
+  bool decide_claim(const SizeClass& c, std::size_t index) {
+    const double unclaimed = cheapest_unclaimed(c);
+    if (board_ != nullptr && !leader_) return board_->unclaimed[index].load(std::memory_order_relaxed) == 0;
+    const bool better = unclaimed == 0.0 || c.cost[claimed] < unclaimed;
+    if (board_ != nullptr) {
+      std::atomic<std::uint8_t>& shared = board_->unclaimed[index];
+      const std::uint8_t value = better ? 0 : 1;
+      if (shared.load(std::memory_order_relaxed) != value) shared.store(value, std::memory_order_relaxed);
+    }
+    return better;
+  }
+
+  std::array<SizeClass, kClasses> classes_{};
+  Board* board_ = nullptr;
+  bool leader_ = true;
 };
 
 }  // namespace tpcomm::detail
