@@ -57,13 +57,15 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     const std::size_t offset = range.begin * element;
     const Range mine = block_range(range.count, static_cast<std::size_t>(n), static_cast<std::size_t>(me));
 
-    // Round 1: everyone's input chunk into its slot.
+    // Round 1: everyone's input chunk into its slot (but the block only this
+    // rank reads, when it folds its own contribution from its input).
+    const std::size_t my_offset = mine.begin * element;
     const std::uint64_t input_round = channel.next_round();
     channel.acquire_slot(input_round, call);
-    channel.copy_in(channel.slot(me, input_round), args.send + offset, range.count * element);
+    channel.copy_in(channel.slot(me, input_round), args.send + offset, range.count * element,
+                    own_from_input ? my_offset : 0, own_from_input ? my_offset + mine.count * element : 0);
     channel.publish(input_round, call);
     channel.wait_all_published(input_round, call);
-    const std::size_t my_offset = mine.begin * element;
     // Every rank has released the previous call's rounds: the block of the
     // next slot that this rank folds into is free. Claiming it before the
     // fold overlaps taking its lines back with the fold's reads (bf16 2 KiB:

@@ -51,8 +51,12 @@ std::vector<std::size_t> prefix_offsets(std::span<const std::size_t> counts) {
 // block for d starts and how long it is; `receive(r, c_offset, length)`: the
 // destination's handling of round r for block elements starting at c_offset.
 template <class SendBlock, class SendLength, class Receive>
+// With `skip_own`, the sender leaves out its block for itself: the caller's
+// `receive` then takes that block from the send buffer (or needs nothing, in
+// place), one copy fewer and read from memory the caller has just written.
 void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_t element, std::size_t longest,
-                     bool i_send, SendBlock send_block, SendLength send_len, Receive receive) {
+                     bool i_send, bool skip_own, SendBlock send_block, SendLength send_len, Receive receive) {
+  const int me = channel.rank();
   const int n = channel.world_size();
   const std::size_t piece = piece_elements(channel, element);
   const std::size_t rounds = chunk_count(longest, piece);
@@ -64,7 +68,7 @@ void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_
           if (!i_send) return;
           for (int d = 0; d < n; ++d) {
             const std::size_t length = send_len(d);
-            if (begin >= length) continue;
+            if (begin >= length || (skip_own && d == me)) continue;
             const std::size_t take = std::min(piece, length - begin);
             std::memcpy(slot + rank_index(d) * piece * element, send_block(d) + begin * element, take * element);
           }
@@ -76,7 +80,7 @@ void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_
   if (i_send && rounds == 1) {
     for (int d = 0; d < n; ++d) {
       const std::size_t length = std::min(piece, send_len(d));
-      if (length != 0) channel.claim_next_slot_range(rank_index(d) * piece * element, length * element);
+      if (length != 0 && !(skip_own && d == me)) channel.claim_next_slot_range(rank_index(d) * piece * element, length * element);
     }
   }
 }
@@ -98,15 +102,19 @@ void reduce_scatterv(ShmChannel& channel, const CollectiveArgs& args, const Call
   const FoldFunction fold = fold_function(args.dtype, args.op);
   const std::size_t mine = args.counts[rank_index(me)];
   std::array<const void*, kMaxWorldSize> sources{};
+  // This rank's own block is folded from its input. In place (recv is that
+  // block) the fold's destination is exactly one of its sources, which
+  // every kernel allows.
   exchange_pieces(
-      channel, call, element, max_of(args.counts), true,
+      channel, call, element, max_of(args.counts), true, true,
       [&](int d) { return args.send + offsets[rank_index(d)] * element; },
       [&](int d) { return args.counts[rank_index(d)]; },
       [&](std::uint64_t r, std::size_t begin, std::size_t piece) {
         if (begin >= mine) return;
         const std::size_t take = std::min(piece, mine - begin);
         for (int s = 0; s < n; ++s) {
-          sources[rank_index(s)] = channel.slot(s, r) + rank_index(me) * piece * element;
+          sources[rank_index(s)] = s == me ? args.send + (offsets[rank_index(me)] + begin) * element
+                                           : channel.slot(s, r) + rank_index(me) * piece * element;
         }
         fold(args.recv + begin * element, sources.data(), n, take);
       });
@@ -146,8 +154,12 @@ void all_to_allv(ShmChannel& channel, const CollectiveArgs& args, const CallDesc
           }
         }
       });
+  // Out of place, this rank's block for itself goes straight from send to
+  // recv. In place it takes the slot like the others: its displacements may
+  // differ, and a direct copy could overwrite blocks not yet sent.
+  const bool direct_own = args.send != args.recv;
   exchange_pieces(
-      channel, call, element, longest, true,
+      channel, call, element, longest, true, direct_own,
       [&](int d) { return args.send + args.send_displs[rank_index(d)] * element; },
       [&](int d) { return args.send_counts[rank_index(d)]; },
       [&](std::uint64_t r, std::size_t begin, std::size_t piece) {
@@ -155,8 +167,10 @@ void all_to_allv(ShmChannel& channel, const CollectiveArgs& args, const CallDesc
           const std::size_t length = args.recv_counts[rank_index(s)];
           if (begin >= length) continue;
           const std::size_t take = std::min(piece, length - begin);
-          std::memcpy(args.recv + (args.recv_displs[rank_index(s)] + begin) * element,
-                      channel.slot(s, r) + rank_index(me) * piece * element, take * element);
+          const std::byte* from = direct_own && s == me
+                                      ? args.send + (args.send_displs[rank_index(me)] + begin) * element
+                                      : channel.slot(s, r) + rank_index(me) * piece * element;
+          std::memcpy(args.recv + (args.recv_displs[rank_index(s)] + begin) * element, from, take * element);
         }
       });
 }
@@ -167,15 +181,22 @@ void all_to_all(ShmChannel& channel, const CollectiveArgs& args, const CallDescr
   const std::size_t element = dtype_size(args.dtype);
   // In place is safe: round c copies piece c of every outgoing block into the
   // slot before anything lands in the same elements of the incoming blocks.
+  // This rank's block for itself does not go through the slot: out of place
+  // it is copied from send, in place it is already where it belongs.
+  const bool in_place = args.send == args.recv;
   exchange_pieces(
-      channel, call, element, args.count, true,
+      channel, call, element, args.count, true, true,
       [&](int d) { return args.send + rank_index(d) * args.count * element; },
       [&](int) { return args.count; },
       [&](std::uint64_t r, std::size_t begin, std::size_t piece) {
         const std::size_t take = std::min(piece, args.count - begin);
         for (int s = 0; s < n; ++s) {
-          std::memcpy(args.recv + (rank_index(s) * args.count + begin) * element,
-                      channel.slot(s, r) + rank_index(me) * piece * element, take * element);
+          const std::size_t at = (rank_index(s) * args.count + begin) * element;
+          if (s == me) {
+            if (!in_place) std::memcpy(args.recv + at, args.send + at, take * element);
+            continue;
+          }
+          std::memcpy(args.recv + at, channel.slot(s, r) + rank_index(me) * piece * element, take * element);
         }
       });
 }
@@ -184,15 +205,17 @@ void scatter(ShmChannel& channel, const CollectiveArgs& args, const CallDescript
   const int me = channel.rank();
   const std::size_t element = dtype_size(args.dtype);
   const bool in_place_root = me == args.root && args.recv == args.send + rank_index(me) * args.count * element;
+  // The root's own block goes straight from send to recv (or stays, in place).
   exchange_pieces(
-      channel, call, element, args.count, me == args.root,
+      channel, call, element, args.count, me == args.root, true,
       [&](int d) { return args.send + rank_index(d) * args.count * element; },
       [&](int) { return args.count; },
       [&](std::uint64_t r, std::size_t begin, std::size_t piece) {
         if (in_place_root) return;
         const std::size_t take = std::min(piece, args.count - begin);
-        std::memcpy(args.recv + begin * element, channel.slot(args.root, r) + rank_index(me) * piece * element,
-                    take * element);
+        const std::byte* from = me == args.root ? args.send + (rank_index(me) * args.count + begin) * element
+                                                : channel.slot(args.root, r) + rank_index(me) * piece * element;
+        std::memcpy(args.recv + begin * element, from, take * element);
       });
 }
 
@@ -241,17 +264,22 @@ void gather(ShmChannel& channel, const CollectiveArgs& args, const CallDescripto
     const Range range = chunk_range(args.count, per_chunk, c);
     round(
         channel, call,
-        [&](std::byte* slot) { std::memcpy(slot, args.send + range.begin * element, range.count * element); },
+        [&](std::byte* slot) {
+          // Only the root reads the slots: its own data goes straight to recv.
+          if (me != args.root) std::memcpy(slot, args.send + range.begin * element, range.count * element);
+        },
         [&](std::uint64_t r) {
           if (me != args.root) return;
           for (int s = 0; s < n; ++s) {
             if (s == me && in_place_root) continue;
-            std::memcpy(args.recv + (rank_index(s) * args.count + range.begin) * element, channel.slot(s, r),
-                        range.count * element);
+            std::memcpy(args.recv + (rank_index(s) * args.count + range.begin) * element,
+                        s == me ? args.send + range.begin * element : channel.slot(s, r), range.count * element);
           }
         });
   }
-  if (chunk_count(args.count, per_chunk) == 1) channel.claim_next_slot_range(0, args.count * element);
+  if (me != args.root && chunk_count(args.count, per_chunk) == 1) {
+    channel.claim_next_slot_range(0, args.count * element);
+  }
 }
 
 void broadcast(ShmChannel& channel, const CollectiveArgs& args, const CallDescriptor& call) {
@@ -288,14 +316,21 @@ void reduce(ShmChannel& channel, const CollectiveArgs& args, const CallDescripto
     const Range range = chunk_range(args.count, per_chunk, c);
     const std::size_t offset = range.begin * element;
     round(
-        channel, call, [&](std::byte* slot) { std::memcpy(slot, args.send + offset, range.count * element); },
+        channel, call,
+        [&](std::byte* slot) {
+          // Only the root reads the slots: it folds its own data from send
+          // (in place, recv is send: the fold's destination is exactly a source).
+          if (me != args.root) std::memcpy(slot, args.send + offset, range.count * element);
+        },
         [&](std::uint64_t r) {
           if (me != args.root) return;
-          for (int s = 0; s < n; ++s) sources[rank_index(s)] = channel.slot(s, r);
+          for (int s = 0; s < n; ++s) sources[rank_index(s)] = s == me ? args.send + offset : channel.slot(s, r);
           fold(args.recv + offset, sources.data(), n, range.count);
         });
   }
-  if (chunk_count(args.count, per_chunk) == 1) channel.claim_next_slot_range(0, args.count * element);
+  if (me != args.root && chunk_count(args.count, per_chunk) == 1) {
+    channel.claim_next_slot_range(0, args.count * element);
+  }
 }
 
 }  // namespace tpcomm::detail

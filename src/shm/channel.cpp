@@ -390,7 +390,8 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
 
 }  // namespace
 
-void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes) {
+void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes, std::size_t skip_begin,
+                         std::size_t skip_end) {
   // copy_to_shared's threshold: 0 streams everything, SIZE_MAX nothing.
   std::size_t streaming = copy_policy_.streaming_min_bytes;
   StoreChooser::Choice choice;
@@ -411,17 +412,27 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
     streaming = choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
     if (choice.timed) start = ticks();
   }
-  const int parts = split_parts(copy_policy_, bytes);
-  if (parts == 1) {
-    copy_to_shared(slot, src, bytes, streaming);
-  } else {
-    // Each piece streams or not by the whole step's size, and each helper
-    // fences its own streaming stores (copy_to_shared ends with sfence) before
-    // run() sees it finish: the round is published after all of them.
-    if (streaming != 0 && streaming != SIZE_MAX) streaming = bytes >= streaming ? 0 : SIZE_MAX;
-    run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
-      copy_to_shared(slot + begin, src + begin, end - begin, streaming);
+  // Each piece streams or not by the whole step's size (the choice above is
+  // for `bytes`, skipped range included).
+  if (streaming != 0 && streaming != SIZE_MAX) streaming = bytes >= streaming ? 0 : SIZE_MAX;
+  const auto copy_range = [&](std::size_t from, std::size_t to) {
+    if (from >= to) return;
+    const int parts = split_parts(copy_policy_, to - from);
+    if (parts == 1) {
+      copy_to_shared(slot + from, src + from, to - from, streaming);
+      return;
+    }
+    // Each helper fences its own streaming stores (copy_to_shared ends with
+    // sfence) before run() sees it finish: the round is published after all.
+    run_pieces(*copy_policy_.workers, parts, to - from, [&](std::size_t begin, std::size_t end) {
+      copy_to_shared(slot + from + begin, src + from + begin, end - begin, streaming);
     });
+  };
+  if (skip_begin < skip_end) {
+    copy_range(0, skip_begin);
+    copy_range(skip_end, bytes);
+  } else {
+    copy_range(0, bytes);
   }
   store_sample_.pending = choice.timed;
   if (choice.timed) {

@@ -127,8 +127,12 @@ class ShmChannel {
   SegmentHeader& header() const { return *header_; }
 
   CopyPolicy& copy_policy() { return copy_policy_; }
-  // Copies `bytes` into a slot (or any shared memory a peer reads next).
-  void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes);
+  // Copies `bytes` into a slot (or any shared memory a peer reads next),
+  // except the bytes [skip_begin, skip_end) that no peer reads. The kind of
+  // stores is chosen for `bytes` all the same, so that every rank counts the
+  // same copies whatever it skips.
+  void copy_in(std::byte* slot, const std::byte* src, std::size_t bytes, std::size_t skip_begin = 0,
+               std::size_t skip_end = 0);
   // How a call writes its result into the caller's buffer: with ordinary or
   // non-temporal stores. Which is faster depends on where that buffer's lines
   // are and on the machine's state. Out of place, the buffer is usually not in
