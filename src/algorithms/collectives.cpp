@@ -50,10 +50,10 @@ std::vector<std::size_t> prefix_offsets(std::span<const std::size_t> counts) {
 // of the slots it needs. `send_block(d)` / `send_len(d)`: where the sender's
 // block for d starts and how long it is; `receive(r, c_offset, length)`: the
 // destination's handling of round r for block elements starting at c_offset.
-template <class SendBlock, class SendLength, class Receive>
 // With `skip_own`, the sender leaves out its block for itself: the caller's
 // `receive` then takes that block from the send buffer (or needs nothing, in
 // place), one copy fewer and read from memory the caller has just written.
+template <class SendBlock, class SendLength, class Receive>
 void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_t element, std::size_t longest,
                      bool i_send, bool skip_own, SendBlock send_block, SendLength send_len, Receive receive) {
   const int me = channel.rank();
@@ -80,7 +80,8 @@ void exchange_pieces(ShmChannel& channel, const CallDescriptor& call, std::size_
   if (i_send && rounds == 1) {
     for (int d = 0; d < n; ++d) {
       const std::size_t length = std::min(piece, send_len(d));
-      if (length != 0 && !(skip_own && d == me)) channel.claim_next_slot_range(rank_index(d) * piece * element, length * element);
+      if (length == 0 || (skip_own && d == me)) continue;
+      channel.claim_next_slot_range(rank_index(d) * piece * element, length * element);
     }
   }
 }

@@ -387,7 +387,6 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
   });
 }
 
-
 }  // namespace
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes, std::size_t skip_begin,

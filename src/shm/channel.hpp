@@ -139,14 +139,13 @@ class ShmChannel {
   // cache (a fresh output), and from a few MiB up streaming stores skip reading
   // every line first. In place, the lines were just read, and ordinary stores
   // win in the machine's fast state, streaming ones in its slow state (the
-  // lines' write-back then competes with the peer's reads). So each form has a
-  // StoreChooser, keyed by the call's size, fed with the time from the first
-  // write of the result to the end of the call (the remaining rounds included:
-  // streamed lines reach memory while the call goes on, and the peer's choice is
-  // the same, since every rank counts the same calls). A size makes it fixed:
-  // streaming from CopyPolicy::result_streaming_min_bytes up, both forms.
-  // Each kind of call has its own chooser: where the result's lines are
-  // differs, and so does the cost of the rest of the call.
+  // lines' write-back then competes with the peer's reads). So each kind of
+  // call (in place, out of place, zero-copy of each) has a StoreChooser, keyed
+  // by the call's size and fed with the time from the first write of the
+  // result to the end of the call (the remaining rounds included: streamed
+  // lines reach memory while the call goes on). Results below
+  // kMinStreamedResultBytes use ordinary stores. A size makes it fixed:
+  // streaming from CopyPolicy::result_streaming_min_bytes up, every kind.
   static constexpr std::size_t kMinStreamedResultBytes = std::size_t{1} << 20;
   enum class ResultKind : std::uint8_t { out_of_place, in_place, zero_copy_out_of_place, zero_copy_in_place };
   struct ResultStores {

@@ -19,14 +19,15 @@
 // The ranks must also make the same choice: a rank that claims while its peer
 // does not counts its copies differently, and from then on the two explore at
 // different copies (measured: one rank's counters hundreds of copies behind
-// the other's, and calls stuck 30 % slower). So the ranks of a communicator
+// the other's, and calls stuck up to 3x slower until the next exploration). So the ranks of a communicator
 // share a Board in their segment: rank 0 (the leader) publishes each size
 // class's preferred kinds as its estimates change, and the others follow it.
 // A follower may read a choice one call before the leader updates it; the
 // counters still advance alike, since every copy is counted (count_claimed).
 //
-// The choice changes only how the slot's bytes are written, never what they
-// are: results are the same either way.
+// ShmChannel also uses a chooser per kind of call for the stores that write an
+// all_reduce's result (ShmChannel::ResultStores). The choice changes only how
+// bytes are written, never what they are: results are the same either way.
 #pragma once
 
 #include <array>
