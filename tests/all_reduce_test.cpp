@@ -207,7 +207,8 @@ TEST(AllReduceSpecialValues, NanAndInfinityFollowTheContract) {
   EXPECT_TRUE(tpcomm::testing::all_ok(outcomes)) << tpcomm::testing::describe(outcomes);
 }
 
-// Calls large enough for the measured choice of result stores (from 1 MiB):
+// Calls large enough for the measured choice of result stores (from 2 MiB,
+// 1 MiB for zero-copy buffers):
 // the first calls of a size alternate between ordinary and streaming stores,
 // later ones explore the kind not preferred, so both are used on every size,
 // in and out of place, for ordinary buffers and zero-copy ones. Inputs change

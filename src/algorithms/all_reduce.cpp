@@ -28,7 +28,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.acquire_slot(round, call);
     channel.copy_in(channel.slot(me, round), args.send + offset, range.count * element);
     channel.publish(round, call);
-    channel.wait_all_published(round, call);
+    channel.wait_all_published(round, call, result);
     for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = channel.slot(r, round);
     if (own_from_input) sources[static_cast<std::size_t>(me)] = args.send + offset;
     channel.fold(fold, args.recv + offset, sources.data(), n, range.count, element, &result);
@@ -65,7 +65,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
     channel.copy_in(channel.slot(me, input_round), args.send + offset, range.count * element,
                     own_from_input ? my_offset : 0, own_from_input ? my_offset + mine.count * element : 0);
     channel.publish(input_round, call);
-    channel.wait_all_published(input_round, call);
+    channel.wait_all_published(input_round, call, result);
     // Every rank has released the previous call's rounds: the block of the
     // next slot that this rank folds into is free. Claiming it before the
     // fold overlaps taking its lines back with the fold's reads (bf16 2 KiB:

@@ -20,13 +20,13 @@ void zero_copy_one_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args
   const std::size_t element = dtype_size(args.dtype);
   std::array<const void*, kMaxWorldSize> sources{};
   for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = input_of(args, r, 0, element);
-  const std::uint64_t round = channel.next_round();
-  channel.publish(round, call);
-  channel.wait_all_published(round, call);
   ShmChannel::ResultStores result =
       channel.choose_result_stores(args.count * element, args.recv == input_of(args, channel.rank(), 0, element)
                                                              ? ShmChannel::ResultKind::zero_copy_in_place
                                                              : ShmChannel::ResultKind::zero_copy_out_of_place);
+  const std::uint64_t round = channel.next_round();
+  channel.publish(round, call);
+  channel.wait_all_published(round, call, result);
   channel.fold(fold_function(args.dtype, args.op), args.recv, sources.data(), n, args.count, element, &result);
   channel.record_result_stores(result);
   channel.release(round);
@@ -45,7 +45,7 @@ void zero_copy_two_shot_all_reduce(ShmChannel& channel, const ZeroCopyArgs& args
   ShmChannel::ResultStores result = channel.choose_result_stores(args.count * element, ShmChannel::ResultKind::zero_copy_in_place);
   const std::uint64_t reduce_round = channel.next_round();
   channel.publish(reduce_round, call);
-  channel.wait_all_published(reduce_round, call);
+  channel.wait_all_published(reduce_round, call, result);
   for (int r = 0; r < n; ++r) sources[static_cast<std::size_t>(r)] = input_of(args, r, mine.begin, element);
   // The destination is one of the sources (this rank's own block): the fold
   // loads a whole tile from every source before it stores that tile.

@@ -20,7 +20,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_NT_MIN_BYTES", "auto",
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
       {"TPCOMM_NT_RESULT_MIN_BYTES", "auto",
-       "out-of-place all_reduce results of at least this size are written with non-temporal stores (auto: ordinary or non-temporal by measured cost, from 1 MiB)"},
+       "all_reduce results of at least this size are written with non-temporal stores (auto: ordinary or non-temporal by measured cost, from 2 MiB; 1 MiB for zero-copy buffers)"},
       {"TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "4M",
        "all_reduce calls up to this size fold the rank's own contribution from its input (likely in cache), not from its copy in staging (0: never)"},
       {"TPCOMM_CLAIM_MAX_BYTES", "1M",

@@ -446,7 +446,6 @@ void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t byte
   // copy_to_shared streams from its threshold up: 0 always, SIZE_MAX never.
   const std::size_t streaming =
       result != nullptr && result->choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
-  if (result != nullptr && result->choice.timed && result->start == 0) result->start = ticks();
   const int parts = split_parts(copy_policy_, bytes);
   if (parts == 1) {
     copy_to_shared(dst, src, bytes, streaming);
@@ -460,7 +459,6 @@ void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t byte
 void ShmChannel::fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
                       std::size_t element, ResultStores* result) const {
   const bool stream = result != nullptr && result->choice.stores == StoreChooser::streaming;
-  if (result != nullptr && result->choice.timed && result->start == 0) result->start = ticks();
   const int parts = split_parts(copy_policy_, count * element);
   if (parts == 1) {
     if (stream) {
@@ -489,15 +487,29 @@ ShmChannel::ResultStores ShmChannel::choose_result_stores(std::size_t bytes, Res
   result.kind = kind;
   if (!copy_policy_.measured_results) {
     if (bytes >= copy_policy_.result_streaming_min_bytes) result.choice.stores = StoreChooser::streaming;
-  } else if (bytes >= kMinStreamedResultBytes) {
+  } else if (bytes >= min_streamed_result_bytes(kind)) {
     result.choice = result_choosers_[static_cast<std::size_t>(kind)].choose(bytes);
+    if (result.choice.timed) result.start = ticks();
   }
   return result;
 }
 
+void ShmChannel::wait_all_published(std::uint64_t round, const CallDescriptor& call, ResultStores& result) {
+  if (!result.choice.timed || result.waited) {
+    wait_all_published(round, call);
+    return;
+  }
+  const std::uint64_t before = ticks();
+  wait_all_published(round, call);
+  result.excluded += ticks() - before;
+  result.waited = true;
+}
+
 void ShmChannel::record_result_stores(const ResultStores& result) {
-  if (!result.choice.timed || result.start == 0) return;
-  result_choosers_[static_cast<std::size_t>(result.kind)].record(result.bytes, result.choice, ticks() - result.start);
+  if (!result.choice.timed) return;
+  const std::uint64_t spent = ticks() - result.start;
+  result_choosers_[static_cast<std::size_t>(result.kind)].record(result.bytes, result.choice,
+                                                                 spent > result.excluded ? spent - result.excluded : 0);
 }
 
 void ShmChannel::publish_rejection(const CallDescriptor& call, const char* reason) {
