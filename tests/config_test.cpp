@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <utility>
 
 #include "algorithms/all_reduce.hpp"
 #include "core/config.hpp"
@@ -61,58 +62,50 @@ TEST(Config, ThreadsPerRankAreAutoOrANumberFrom1To64) {
   ::unsetenv("TPCOMM_THREADS_MIN_BYTES");
 }
 
-TEST(Config, StagingStoresAreMeasuredUnlessASizeIsGiven) {
-  ::unsetenv("TPCOMM_NT_MIN_BYTES");
-  EXPECT_TRUE(Config::from_environment().measured_stores);
-  ::setenv("TPCOMM_NT_MIN_BYTES", "auto", 1);
-  EXPECT_TRUE(Config::from_environment().measured_stores);
-  ::setenv("TPCOMM_NT_MIN_BYTES", "256K", 1);
-  Config config = Config::from_environment();
-  EXPECT_FALSE(config.measured_stores);
-  EXPECT_EQ(config.streaming_min_bytes, 256u << 10);
-  ::setenv("TPCOMM_NT_MIN_BYTES", "0", 1);  // 0: every copy streams
-  config = Config::from_environment();
-  EXPECT_FALSE(config.measured_stores);
-  EXPECT_EQ(config.streaming_min_bytes, 0u);
-  expect_rejected("TPCOMM_NT_MIN_BYTES", "often");
-  ::unsetenv("TPCOMM_NT_MIN_BYTES");
+namespace {
+
+// A setting that is `auto` (measured; the default) or a byte size (fixed):
+// `measured` and `size` are the Config members it sets.
+void expect_measured_unless_a_size(const char* name, bool Config::*measured, std::size_t Config::*size) {
+  ::unsetenv(name);
+  EXPECT_TRUE(Config::from_environment().*measured) << name;
+  ::setenv(name, "auto", 1);
+  EXPECT_TRUE(Config::from_environment().*measured) << name;
+  for (const auto& [text, bytes] : {std::pair{"256K", std::size_t{256} << 10}, std::pair{"4M", std::size_t{4} << 20},
+                                    std::pair{"64", std::size_t{64}}, std::pair{"0", std::size_t{0}}}) {
+    ::setenv(name, text, 1);
+    const Config config = Config::from_environment();
+    EXPECT_FALSE(config.*measured) << name << "=" << text;
+    EXPECT_EQ(config.*size, bytes) << name << "=" << text;
+  }
+  expect_rejected(name, "often");
+  ::unsetenv(name);
 }
 
-TEST(Config, ResultStoresAreMeasuredUnlessASizeIsGiven) {
-  ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");
-  EXPECT_TRUE(Config::from_environment().measured_results);
-  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "auto", 1);
-  EXPECT_TRUE(Config::from_environment().measured_results);
-  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "4M", 1);
-  Config config = Config::from_environment();
-  EXPECT_FALSE(config.measured_results);
-  EXPECT_EQ(config.result_streaming_min_bytes, 4u << 20);
-  ::setenv("TPCOMM_NT_RESULT_MIN_BYTES", "64", 1);  // below the measured range: allowed when fixed
-  EXPECT_EQ(Config::from_environment().result_streaming_min_bytes, 64u);
-  expect_rejected("TPCOMM_NT_RESULT_MIN_BYTES", "sometimes");
-  ::unsetenv("TPCOMM_NT_RESULT_MIN_BYTES");
+}  // namespace
+
+TEST(Config, StoresAreMeasuredUnlessASizeIsGiven) {
+  expect_measured_unless_a_size("TPCOMM_NT_MIN_BYTES", &Config::measured_stores, &Config::streaming_min_bytes);
+  expect_measured_unless_a_size("TPCOMM_NT_RESULT_MIN_BYTES", &Config::measured_results,
+                                &Config::result_streaming_min_bytes);
 }
 
-TEST(Config, OwnContributionFromTheInputUpToAByteSize) {
-  ::unsetenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES");
-  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 4u << 20);
-  ::setenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "0", 1);
-  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 0u);
-  ::setenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "1G", 1);
-  EXPECT_EQ(Config::from_environment().own_from_input_max_bytes, 1u << 30);
-  expect_rejected("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", "-1");
-  ::unsetenv("TPCOMM_OWN_FROM_INPUT_MAX_BYTES");
-}
-
-TEST(Config, ClaimLimitIsAByteSize) {
-  ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
-  EXPECT_EQ(Config::from_environment().claim_max_bytes, 1u << 20);
-  ::setenv("TPCOMM_CLAIM_MAX_BYTES", "0", 1);
-  EXPECT_EQ(Config::from_environment().claim_max_bytes, 0u);
-  ::setenv("TPCOMM_CLAIM_MAX_BYTES", "64K", 1);
-  EXPECT_EQ(Config::from_environment().claim_max_bytes, 64u << 10);
-  expect_rejected("TPCOMM_CLAIM_MAX_BYTES", "lots");
-  ::unsetenv("TPCOMM_CLAIM_MAX_BYTES");
+TEST(Config, LimitsAreByteSizes) {
+  // name, the Config member it sets, its default
+  const auto expect_byte_size = [](const char* name, std::size_t Config::*member, std::size_t default_bytes) {
+    ::unsetenv(name);
+    EXPECT_EQ(Config::from_environment().*member, default_bytes) << name;
+    for (const auto& [text, bytes] : {std::pair{"0", std::size_t{0}}, std::pair{"64K", std::size_t{64} << 10},
+                                      std::pair{"1G", std::size_t{1} << 30}}) {
+      ::setenv(name, text, 1);
+      EXPECT_EQ(Config::from_environment().*member, bytes) << name << "=" << text;
+    }
+    expect_rejected(name, "-1");
+    expect_rejected(name, "lots");
+    ::unsetenv(name);
+  };
+  expect_byte_size("TPCOMM_CLAIM_MAX_BYTES", &Config::claim_max_bytes, std::size_t{1} << 20);
+  expect_byte_size("TPCOMM_OWN_FROM_INPUT_MAX_BYTES", &Config::own_from_input_max_bytes, std::size_t{4} << 20);
 }
 
 // The default all_reduce algorithm follows the measured crossovers (see

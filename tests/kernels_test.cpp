@@ -31,6 +31,24 @@ std::vector<const tpcomm::detail::KernelTable*> tables() {
   return {list, list + count};
 }
 
+// Every kernel of every level: body(level, dtype, op) for each dtype and each
+// op that applies to it (avg on floating types only).
+template <class Body>
+void for_each_kernel(const Body& body) {
+  constexpr DataType kDataTypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
+                                     DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
+  for (const auto* level : tables()) {
+    for (DataType dt : kDataTypes) {
+      for (int op_index = 0; op_index < 5; ++op_index) {
+        const auto op = static_cast<ReduceOp>(op_index);
+        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
+        body(*level, dt, op);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
 // Random bit patterns of floats, with specials mixed in.
 void fill_random(DataType dt, void* buf, std::size_t count, std::mt19937_64& random) {
   const std::size_t esz = tpcomm::dtype_size(dt);
@@ -47,33 +65,25 @@ void fill_random(DataType dt, void* buf, std::size_t count, std::mt19937_64& ran
 
 TEST(Kernels, EveryLevelMatchesTheReferenceBitwise) {
   std::mt19937_64 random(42);
-  const DataType dtypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
-                             DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
-  for (const auto* table : tables()) {
-    for (DataType dt : dtypes) {
-      for (int op_index = 0; op_index < 5; ++op_index) {
-        const auto op = static_cast<ReduceOp>(op_index);
-        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
-        for (int n = 1; n <= 9; ++n) {
-          for (std::size_t count : {1u, 7u, 8u, 15u, 16u, 33u, 255u, 256u, 257u, 1000u}) {
-            const std::size_t bytes = count * tpcomm::dtype_size(dt);
-            std::vector<std::vector<unsigned char>> inputs(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes));
-            std::vector<const void*> pointers;
-            for (auto& input : inputs) {
-              fill_random(dt, input.data(), count, random);
-              pointers.push_back(input.data());
-            }
-            std::vector<unsigned char> expected(bytes), actual(bytes);
-            ref::reduce(dt, op, pointers, expected.data(), count);
-            table->fold[static_cast<int>(dt)][op_index](actual.data(), pointers.data(), n, count);
-            ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u)
-                << table->isa << " " << tpcomm::dtype_name(dt) << " " << tpcomm::redop_name(op) << " n=" << n
-                << " count=" << count;
-          }
+  for_each_kernel([&](const tpcomm::detail::KernelTable& level, DataType dt, ReduceOp op) {
+    for (int n = 1; n <= 9; ++n) {
+      for (std::size_t count : {1u, 7u, 8u, 15u, 16u, 33u, 255u, 256u, 257u, 1000u}) {
+        const std::size_t bytes = count * tpcomm::dtype_size(dt);
+        std::vector<std::vector<unsigned char>> inputs(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes));
+        std::vector<const void*> pointers;
+        for (auto& input : inputs) {
+          fill_random(dt, input.data(), count, random);
+          pointers.push_back(input.data());
         }
+        std::vector<unsigned char> expected(bytes), actual(bytes);
+        ref::reduce(dt, op, pointers, expected.data(), count);
+        level.fold[static_cast<int>(dt)][static_cast<int>(op)](actual.data(), pointers.data(), n, count);
+        ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u)
+            << level.isa << " " << tpcomm::dtype_name(dt) << " " << tpcomm::redop_name(op) << " n=" << n
+            << " count=" << count;
       }
     }
-  }
+  });
 }
 
 TEST(Kernels, EveryLevelAcceptsBuffersAtAnyByteOffset) {
@@ -83,50 +93,42 @@ TEST(Kernels, EveryLevelAcceptsBuffersAtAnyByteOffset) {
   // also checks that no kernel accesses an element through a misaligned
   // typed pointer.
   std::mt19937_64 random(7);
-  const DataType dtypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
-                             DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
-  for (const auto* table : tables()) {
-    for (DataType dt : dtypes) {
-      const std::size_t esz = tpcomm::dtype_size(dt);
-      for (int op_index = 0; op_index < 5; ++op_index) {
-        const auto op = static_cast<ReduceOp>(op_index);
-        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
-        for (int n : {1, 2, 3, 5}) {
-          for (std::size_t count : {1u, 9u, 40u, 300u}) {
-            const std::size_t bytes = count * esz;
-            // Aligned copies for the reference, misaligned ones (offset 1..7,
-            // different per buffer) for the kernel.
-            std::vector<std::vector<unsigned char>> aligned(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes));
-            std::vector<std::vector<unsigned char>> storage(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes + 8));
-            std::vector<const void*> reference_inputs, inputs;
-            for (int k = 0; k < n; ++k) {
-              auto& a = aligned[static_cast<std::size_t>(k)];
-              fill_random(dt, a.data(), count, random);
-              reference_inputs.push_back(a.data());
-              unsigned char* shifted = storage[static_cast<std::size_t>(k)].data() + 1 + (k * 3) % 7;
-              std::memcpy(shifted, a.data(), bytes);
-              inputs.push_back(shifted);
-            }
-            std::vector<unsigned char> expected(bytes), actual(bytes), out(bytes + 8);
-            ref::reduce(dt, op, reference_inputs, expected.data(), count);
-            const auto fold = table->fold[static_cast<int>(dt)][op_index];
-            const auto where = [&](const char* how) {
-              return std::string(table->isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
-                     std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) +
-                     " count=" + std::to_string(count) + " " + how;
-            };
-            fold(out.data() + 5, inputs.data(), n, count);
-            std::memcpy(actual.data(), out.data() + 5, bytes);
-            ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("out of place");
-            // In place: the destination is the (misaligned) first source.
-            fold(const_cast<void*>(inputs[0]), inputs.data(), n, count);
-            std::memcpy(actual.data(), inputs[0], bytes);
-            ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("in place");
-          }
+  for_each_kernel([&](const tpcomm::detail::KernelTable& level, DataType dt, ReduceOp op) {
+    const std::size_t esz = tpcomm::dtype_size(dt);
+    for (int n : {1, 2, 3, 5}) {
+      for (std::size_t count : {1u, 9u, 40u, 300u}) {
+        const std::size_t bytes = count * esz;
+        // Aligned copies for the reference, misaligned ones (offset 1..7,
+        // different per buffer) for the kernel.
+        std::vector<std::vector<unsigned char>> aligned(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes));
+        std::vector<std::vector<unsigned char>> storage(static_cast<std::size_t>(n), std::vector<unsigned char>(bytes + 8));
+        std::vector<const void*> reference_inputs, inputs;
+        for (int k = 0; k < n; ++k) {
+          auto& a = aligned[static_cast<std::size_t>(k)];
+          fill_random(dt, a.data(), count, random);
+          reference_inputs.push_back(a.data());
+          unsigned char* shifted = storage[static_cast<std::size_t>(k)].data() + 1 + (k * 3) % 7;
+          std::memcpy(shifted, a.data(), bytes);
+          inputs.push_back(shifted);
         }
+        std::vector<unsigned char> expected(bytes), actual(bytes), out(bytes + 8);
+        ref::reduce(dt, op, reference_inputs, expected.data(), count);
+        const auto fold = level.fold[static_cast<int>(dt)][static_cast<int>(op)];
+        const auto where = [&](const char* how) {
+          return std::string(level.isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
+                 std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) +
+                 " count=" + std::to_string(count) + " " + how;
+        };
+        fold(out.data() + 5, inputs.data(), n, count);
+        std::memcpy(actual.data(), out.data() + 5, bytes);
+        ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("out of place");
+        // In place: the destination is the (misaligned) first source.
+        fold(const_cast<void*>(inputs[0]), inputs.data(), n, count);
+        std::memcpy(actual.data(), inputs[0], bytes);
+        ASSERT_EQ(ref::count_mismatches(dt, actual.data(), expected.data(), count), 0u) << where("in place");
       }
     }
-  }
+  });
 }
 
 TEST(Kernels, HalfConversionsAreExactForEveryPattern) {
@@ -180,65 +182,57 @@ TEST(Kernels, StreamingFoldMatchesTheReferenceAtEveryOffset) {
   // the tile and line boundaries, out of place and in place: bitwise the
   // serial reference, and nothing written outside the result.
   std::mt19937_64 random(11);
-  const DataType dtypes[] = {DataType::f32, DataType::f64, DataType::f16, DataType::bf16,
-                             DataType::i8,  DataType::u8,  DataType::i32, DataType::i64};
   constexpr std::size_t kGuard = 128;
-  for (const auto* table : tables()) {
-    for (DataType dt : dtypes) {
-      const std::size_t esz = tpcomm::dtype_size(dt);
-      for (int op_index = 0; op_index < 5; ++op_index) {
-        const auto op = static_cast<ReduceOp>(op_index);
-        if (op == ReduceOp::avg && !ref::is_float(dt)) continue;
-        for (int n : {1, 2, 3}) {
-          for (std::size_t bytes : {std::size_t{0}, std::size_t{8}, std::size_t{511}, std::size_t{512},
-                                    std::size_t{576}, std::size_t{1000}, std::size_t{4104}}) {
-            const std::size_t count = bytes / esz;
-            std::vector<std::vector<unsigned char>> sources(static_cast<std::size_t>(n),
-                                                            std::vector<unsigned char>(count * esz + 1));
-            std::vector<const void*> pointers;
-            for (auto& source : sources) {
-              fill_random(dt, source.data(), count, random);
-              pointers.push_back(source.data());
-            }
-            std::vector<unsigned char> expected(count * esz + 1);
-            ref::reduce(dt, op, pointers, expected.data(), count);
-            const auto fold = table->fold[static_cast<int>(dt)][op_index];
-            for (std::size_t offset = 0; offset < 72; offset += (offset < 8 ? 1 : 8)) {
-              const auto where = [&](const char* how) {
-                return std::string(table->isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
-                       std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) + " count=" +
-                       std::to_string(count) + " offset=" + std::to_string(offset) + " " + how;
-              };
-              // A 64-byte aligned buffer, so that offset is the offset within a cache line.
-              std::vector<std::uint64_t> storage((2 * kGuard + count * esz + 72) / 8 + 8, 0xa5a5a5a5a5a5a5a5ull);
-              auto* base = reinterpret_cast<unsigned char*>(storage.data());
-              base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64;
-              unsigned char* out = base + kGuard + offset;
-              const std::vector<unsigned char> before(base, base + 2 * kGuard + count * esz + 72);
-              // The reference compares aligned copies (it reads elements through typed pointers).
-              std::vector<unsigned char> actual(count * esz + 1);
-              const auto result = [&] {
-                std::memcpy(actual.data(), out, count * esz);
-                return ref::count_mismatches(dt, actual.data(), expected.data(), count);
-              };
-              tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), pointers.data(), n, count, esz);
-              ASSERT_EQ(result(), 0u) << where("out of place");
-              for (std::size_t i = 0; i < before.size(); ++i) {
-                if (base + i >= out && base + i < out + count * esz) continue;
-                ASSERT_EQ(base[i], before[i]) << where("wrote outside the result") << " at byte " << i;
-              }
-              // In place: the destination is the first source, at the same offset.
-              std::memcpy(out, sources[0].data(), count * esz);
-              std::vector<const void*> in_place = pointers;
-              in_place[0] = out;
-              tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), in_place.data(), n, count, esz);
-              ASSERT_EQ(result(), 0u) << where("in place");
-            }
+  for_each_kernel([&](const tpcomm::detail::KernelTable& level, DataType dt, ReduceOp op) {
+    const std::size_t esz = tpcomm::dtype_size(dt);
+    for (int n : {1, 2, 3}) {
+      for (std::size_t bytes : {std::size_t{0}, std::size_t{8}, std::size_t{511}, std::size_t{512},
+                                std::size_t{576}, std::size_t{1000}, std::size_t{4104}}) {
+        const std::size_t count = bytes / esz;
+        std::vector<std::vector<unsigned char>> sources(static_cast<std::size_t>(n),
+                                                        std::vector<unsigned char>(count * esz + 1));
+        std::vector<const void*> pointers;
+        for (auto& source : sources) {
+          fill_random(dt, source.data(), count, random);
+          pointers.push_back(source.data());
+        }
+        std::vector<unsigned char> expected(count * esz + 1);
+        ref::reduce(dt, op, pointers, expected.data(), count);
+        const auto fold = level.fold[static_cast<int>(dt)][static_cast<int>(op)];
+        for (std::size_t offset = 0; offset < 72; offset += (offset < 8 ? 1 : 8)) {
+          const auto where = [&](const char* how) {
+            return std::string(level.isa) + " " + std::string(tpcomm::dtype_name(dt)) + " " +
+                   std::string(tpcomm::redop_name(op)) + " n=" + std::to_string(n) + " count=" +
+                   std::to_string(count) + " offset=" + std::to_string(offset) + " " + how;
+          };
+          // A 64-byte aligned buffer, so that offset is the offset within a cache line.
+          std::vector<std::uint64_t> storage((2 * kGuard + count * esz + 72) / 8 + 8, 0xa5a5a5a5a5a5a5a5ull);
+          auto* base = reinterpret_cast<unsigned char*>(storage.data());
+          base += (64 - reinterpret_cast<std::uintptr_t>(base) % 64) % 64;
+          unsigned char* out = base + kGuard + offset;
+          const std::vector<unsigned char> before(base, base + 2 * kGuard + count * esz + 72);
+          // The reference compares aligned copies (it reads elements through typed pointers).
+          std::vector<unsigned char> actual(count * esz + 1);
+          const auto result = [&] {
+            std::memcpy(actual.data(), out, count * esz);
+            return ref::count_mismatches(dt, actual.data(), expected.data(), count);
+          };
+          tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), pointers.data(), n, count, esz);
+          ASSERT_EQ(result(), 0u) << where("out of place");
+          for (std::size_t i = 0; i < before.size(); ++i) {
+            if (base + i >= out && base + i < out + count * esz) continue;
+            ASSERT_EQ(base[i], before[i]) << where("wrote outside the result") << " at byte " << i;
           }
+          // In place: the destination is the first source, at the same offset.
+          std::memcpy(out, sources[0].data(), count * esz);
+          std::vector<const void*> in_place = pointers;
+          in_place[0] = out;
+          tpcomm::detail::fold_streaming(fold, reinterpret_cast<std::byte*>(out), in_place.data(), n, count, esz);
+          ASSERT_EQ(result(), 0u) << where("in place");
         }
       }
     }
-  }
+  });
 }
 
 TEST(Kernels, FloatToHalfRoundsToNearestEven) {
