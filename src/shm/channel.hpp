@@ -148,6 +148,7 @@ class ShmChannel {
   // (zero-copy in place, slow state, 1 MiB: 280 -> 115 us). A size makes it
   // fixed: streaming from CopyPolicy::result_streaming_min_bytes up, every kind.
   enum class ResultKind : std::uint8_t { out_of_place, in_place, zero_copy_out_of_place, zero_copy_in_place };
+  static_assert(static_cast<std::size_t>(ResultKind::zero_copy_in_place) + 1 == kResultStoreKinds);
   static constexpr std::size_t min_streamed_result_bytes(ResultKind kind) {
     return kind == ResultKind::out_of_place || kind == ResultKind::in_place ? std::size_t{2} << 20
                                                                             : std::size_t{1} << 20;
@@ -289,7 +290,7 @@ class ShmChannel {
   };
   StoreChooser store_chooser_;
   StoreSample store_sample_;
-  std::array<StoreChooser, 4> result_choosers_;  // by ResultKind (SegmentHeader::result_stores)
+  std::array<StoreChooser, kResultStoreKinds> result_choosers_;  // by ResultKind (SegmentHeader::result_stores)
   // What claim_next_slot decided for the next round's copy.
   struct PendingClaim {
     std::uint64_t round = 0;  // 0: none

@@ -93,6 +93,9 @@ inline std::int64_t monotonic_ns() {
   return static_cast<std::int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
 }
 
+// Kinds of all_reduce result with a store chooser each (ShmChannel::ResultKind).
+inline constexpr std::size_t kResultStoreKinds = 4;
+
 struct SegmentHeader {
   std::atomic<std::uint64_t> magic;  // written last by the creator (release)
   std::uint32_t world_size;
@@ -111,7 +114,7 @@ struct SegmentHeader {
   // copies into slots, and for results by ShmChannel::ResultKind. Written
   // only when a choice changes, so the lines stay shared in every cache.
   alignas(kCacheLine) StoreChooser::Board copy_stores;
-  StoreChooser::Board result_stores[4];
+  StoreChooser::Board result_stores[kResultStoreKinds];
 };
 
 struct alignas(kCacheLine) ReadyLine {

@@ -19,11 +19,12 @@
 // The ranks must also make the same choice: a rank that claims while its peer
 // does not counts its copies differently, and from then on the two explore at
 // different copies (measured: one rank's counters hundreds of copies behind
-// the other's, and calls stuck up to 3x slower until the next exploration). So the ranks of a communicator
-// share a Board in their segment: rank 0 (the leader) publishes each size
-// class's preferred kinds as its estimates change, and the others follow it.
-// A follower may read a choice one call before the leader updates it; the
-// counters still advance alike, since every copy is counted (count_claimed).
+// the other's, and calls stuck up to 3x slower until the next exploration).
+// So the ranks of a communicator share a Board in their segment: rank 0 (the
+// leader) publishes each size class's preferred kinds as its estimates
+// change, and the others follow it. A follower may read a choice one call
+// before the leader updates it; the counters still advance alike, since every
+// copy is counted (count_claimed).
 //
 // ShmChannel also uses a chooser per kind of call for the stores that write an
 // all_reduce's result (ShmChannel::ResultStores). The choice changes only how
@@ -45,7 +46,7 @@ class StoreChooser {
   // Preferred kinds per size class, shared by the ranks (in SegmentHeader).
   // Zero-initialised means "ordinary stores, claims made".
   struct Board {
-    std::atomic<std::uint8_t> stores[kClasses];  // Stores: ordinary or streaming
+    std::atomic<std::uint8_t> stores[kClasses];     // Stores: ordinary or streaming
     std::atomic<std::uint8_t> unclaimed[kClasses];  // 1: do not claim
   };
 
@@ -175,25 +176,21 @@ class StoreChooser {
     return c.cost[streaming] != 0.0 && c.cost[streaming] < c.cost[ordinary] ? streaming : ordinary;
   }
 
-  // The leader's (or a lone chooser's) choice, published; a follower's, read.
-  Stores decide_stores(const SizeClass& c, std::size_t index) {
-    if (board_ == nullptr) return preferred(c);
-    std::atomic<std::uint8_t>& shared = board_->stores[index];
-    if (!leader_) return static_cast<Stores>(shared.load(std::memory_order_relaxed));
-    const Stores best = preferred(c);
-    if (shared.load(std::memory_order_relaxed) != best) shared.store(best, std::memory_order_relaxed);
-    return best;
+  // With a board: the leader publishes its own choice `mine` and keeps it, a
+  // follower takes the leader's. Without one, `mine`.
+  std::uint8_t agreed(std::atomic<std::uint8_t>& shared, std::uint8_t mine) const {
+    if (!leader_) return shared.load(std::memory_order_relaxed);
+    if (shared.load(std::memory_order_relaxed) != mine) shared.store(mine, std::memory_order_relaxed);
+    return mine;
   }
-  bool decide_claim(const SizeClass& c, std::size_t index) {
+  Stores decide_stores(const SizeClass& c, std::size_t index) const {
+    const Stores mine = preferred(c);
+    return board_ == nullptr ? mine : static_cast<Stores>(agreed(board_->stores[index], mine));
+  }
+  bool decide_claim(const SizeClass& c, std::size_t index) const {
     const double unclaimed = cheapest_unclaimed(c);
-    if (board_ != nullptr && !leader_) return board_->unclaimed[index].load(std::memory_order_relaxed) == 0;
-    const bool better = unclaimed == 0.0 || c.cost[claimed] < unclaimed;
-    if (board_ != nullptr) {
-      std::atomic<std::uint8_t>& shared = board_->unclaimed[index];
-      const std::uint8_t value = better ? 0 : 1;
-      if (shared.load(std::memory_order_relaxed) != value) shared.store(value, std::memory_order_relaxed);
-    }
-    return better;
+    const bool mine = unclaimed == 0.0 || c.cost[claimed] < unclaimed;
+    return board_ == nullptr ? mine : agreed(board_->unclaimed[index], mine ? 0 : 1) == 0;
   }
 
   std::array<SizeClass, kClasses> classes_{};
