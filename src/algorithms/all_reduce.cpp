@@ -8,6 +8,16 @@
 #include "kernels/reduce.hpp"
 
 namespace tpcomm::detail {
+namespace {
+
+// How the call writes its result: an in-place or an out-of-place kind of call.
+ShmChannel::ResultStores choose_result_stores(ShmChannel& channel, const AllReduceArgs& args, std::size_t element) {
+  return channel.choose_result_stores(
+      args.count * element,
+      args.recv == args.send ? ShmChannel::ResultKind::in_place : ShmChannel::ResultKind::out_of_place);
+}
+
+}  // namespace
 
 void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const CallDescriptor& call) {
   const int n = channel.world_size();
@@ -17,9 +27,7 @@ void one_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
   const FoldFunction fold = fold_function(args.dtype, args.op);
   std::array<const void*, kMaxWorldSize> sources{};
   const std::size_t chunks = chunk_count(args.count, per_chunk);
-  ShmChannel::ResultStores result = channel.choose_result_stores(
-      args.count * element,
-      args.recv == args.send ? ShmChannel::ResultKind::in_place : ShmChannel::ResultKind::out_of_place);
+  ShmChannel::ResultStores result = choose_result_stores(channel, args, element);
   const bool own_from_input = args.count * element <= channel.copy_policy().own_from_input_max_bytes;
   for (std::size_t c = 0; c < chunks; ++c) {
     const Range range = chunk_range(args.count, per_chunk, c);
@@ -48,9 +56,7 @@ void two_shot_all_reduce(ShmChannel& channel, const AllReduceArgs& args, const C
   const FoldFunction fold = fold_function(args.dtype, args.op);
   std::array<const void*, kMaxWorldSize> sources{};
   const std::size_t chunks = chunk_count(args.count, per_chunk);
-  ShmChannel::ResultStores result = channel.choose_result_stores(
-      args.count * element,
-      args.recv == args.send ? ShmChannel::ResultKind::in_place : ShmChannel::ResultKind::out_of_place);
+  ShmChannel::ResultStores result = choose_result_stores(channel, args, element);
   const bool own_from_input = args.count * element <= channel.copy_policy().own_from_input_max_bytes;
   for (std::size_t c = 0; c < chunks; ++c) {
     const Range range = chunk_range(args.count, per_chunk, c);

@@ -387,6 +387,22 @@ void run_pieces(WorkerPool& workers, int parts, std::size_t total, const Piece& 
   });
 }
 
+// copy_to_shared(dst, src, bytes, streaming), split among the rank's threads
+// from policy.split_min_bytes up. Each helper fences its own streaming stores
+// (copy_to_shared ends with sfence) before run() sees it finish, so whatever
+// is published after this returns comes after all of them.
+void copy_split(const CopyPolicy& policy, std::byte* dst, const std::byte* src, std::size_t bytes,
+                std::size_t streaming) {
+  const int parts = split_parts(policy, bytes);
+  if (parts == 1) {
+    copy_to_shared(dst, src, bytes, streaming);
+    return;
+  }
+  run_pieces(*policy.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
+    copy_to_shared(dst + begin, src + begin, end - begin, streaming);
+  });
+}
+
 }  // namespace
 
 void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t bytes, std::size_t skip_begin,
@@ -415,17 +431,7 @@ void ShmChannel::copy_in(std::byte* slot, const std::byte* src, std::size_t byte
   // for `bytes`, skipped range included).
   if (streaming != 0 && streaming != SIZE_MAX) streaming = bytes >= streaming ? 0 : SIZE_MAX;
   const auto copy_range = [&](std::size_t from, std::size_t to) {
-    if (from >= to) return;
-    const int parts = split_parts(copy_policy_, to - from);
-    if (parts == 1) {
-      copy_to_shared(slot + from, src + from, to - from, streaming);
-      return;
-    }
-    // Each helper fences its own streaming stores (copy_to_shared ends with
-    // sfence) before run() sees it finish: the round is published after all.
-    run_pieces(*copy_policy_.workers, parts, to - from, [&](std::size_t begin, std::size_t end) {
-      copy_to_shared(slot + from + begin, src + from + begin, end - begin, streaming);
-    });
+    if (from < to) copy_split(copy_policy_, slot + from, src + from, to - from, streaming);
   };
   if (skip_begin < skip_end) {
     copy_range(0, skip_begin);
@@ -446,39 +452,31 @@ void ShmChannel::copy_out(std::byte* dst, const std::byte* src, std::size_t byte
   // copy_to_shared streams from its threshold up: 0 always, SIZE_MAX never.
   const std::size_t streaming =
       result != nullptr && result->choice.stores == StoreChooser::streaming ? 0 : SIZE_MAX;
-  const int parts = split_parts(copy_policy_, bytes);
-  if (parts == 1) {
-    copy_to_shared(dst, src, bytes, streaming);
-  } else {
-    run_pieces(*copy_policy_.workers, parts, bytes, [&](std::size_t begin, std::size_t end) {
-      copy_to_shared(dst + begin, src + begin, end - begin, streaming);
-    });
-  }
+  copy_split(copy_policy_, dst, src, bytes, streaming);
 }
 
 void ShmChannel::fold(FoldFunction kernel, std::byte* dst, const void* const* sources, int n, std::size_t count,
                       std::size_t element, ResultStores* result) const {
   const bool stream = result != nullptr && result->choice.stores == StoreChooser::streaming;
+  const auto fold_piece = [&](std::byte* to, const void* const* from, std::size_t elements) {
+    if (stream) {
+      fold_streaming(kernel, to, from, n, elements, element);
+    } else {
+      kernel(to, from, n, elements);
+    }
+  };
   const int parts = split_parts(copy_policy_, count * element);
   if (parts == 1) {
-    if (stream) {
-      fold_streaming(kernel, dst, sources, n, count, element);
-    } else {
-      kernel(dst, sources, n, count);
-    }
-  } else {
-    run_pieces(*copy_policy_.workers, parts, count, [&](std::size_t begin, std::size_t end) {
-      std::array<const void*, kMaxWorldSize> moved{};
-      for (int k = 0; k < n; ++k) {
-        moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
-      }
-      if (stream) {
-        fold_streaming(kernel, dst + begin * element, moved.data(), n, end - begin, element);
-      } else {
-        kernel(dst + begin * element, moved.data(), n, end - begin);
-      }
-    });
+    fold_piece(dst, sources, count);
+    return;
   }
+  run_pieces(*copy_policy_.workers, parts, count, [&](std::size_t begin, std::size_t end) {
+    std::array<const void*, kMaxWorldSize> moved{};
+    for (int k = 0; k < n; ++k) {
+      moved[static_cast<std::size_t>(k)] = static_cast<const std::byte*>(sources[k]) + begin * element;
+    }
+    fold_piece(dst + begin * element, moved.data(), end - begin);
+  });
 }
 
 ShmChannel::ResultStores ShmChannel::choose_result_stores(std::size_t bytes, ResultKind kind) {
