@@ -158,19 +158,24 @@ TEST(StoreChooser, ANoisyCopyDoesNotFlipTheChoice) {
 // included), compared with the cheaper of the other two.
 namespace {
 
-// One call of `bytes` on a machine where an unclaimed copy costs `plain` and a
-// claimed one (claim included) `with_claim` per byte, after the previous
-// call's claim decision `before`; returns this call's claim decision.
-StoreChooser::Choice call_with_claims(StoreChooser& chooser, std::size_t bytes, double plain, double with_claim,
-                                      StoreChooser::Choice before) {
+// One call of `bytes` on a machine where an unclaimed copy costs what
+// `machine` says for its kind and a claimed one (claim included) `with_claim`
+// per byte, after the previous call's claim decision `before`; returns this
+// call's claim decision, and stores the kind of this call's copy (claimed is
+// a kind of its own) in *kind if given. As ShmChannel::copy_in does, a copy
+// after a claim explored away is timed.
+StoreChooser::Choice call_with_claims(StoreChooser& chooser, std::size_t bytes, State machine, double with_claim,
+                                      StoreChooser::Choice before, int* kind = nullptr) {
   const auto cost = [&](double per_byte) { return static_cast<std::uint64_t>(per_byte * static_cast<double>(bytes)); };
   if (before.stores == StoreChooser::claimed) {
     // The slot was claimed: the copy uses ordinary stores and counts as claimed.
     chooser.count_claimed(bytes);
     if (before.timed) chooser.record(bytes, before, cost(with_claim));
+    if (kind != nullptr) *kind = StoreChooser::claimed;
   } else {
     const StoreChooser::Choice choice = chooser.choose(bytes);
-    if (choice.timed || before.explored) chooser.record(bytes, choice, cost(plain));
+    if (choice.timed || before.explored) chooser.record(bytes, choice, cost(machine.of(choice.stores)));
+    if (kind != nullptr) *kind = choice.stores;
   }
   return chooser.claim(bytes);
 }
@@ -185,7 +190,7 @@ TEST(StoreChooser, ClaimsWhereClaimingMeasuresCheaperAndNotWhereItIsDearer) {
     int claims = 0;
     const int calls = 4000;
     for (int i = 0; i < calls; ++i) {
-      decision = call_with_claims(chooser, bytes, 1.0, with_claim, decision);
+      decision = call_with_claims(chooser, bytes, {1.0, 1.0}, with_claim, decision);
       claims += decision.stores == StoreChooser::claimed ? 1 : 0;
     }
     if (with_claim < 1.0) {
@@ -201,12 +206,12 @@ TEST(StoreChooser, StartsClaimingWhenClaimsBecomeCheaper) {
   StoreChooser chooser;
   const std::size_t bytes = 64 * K;
   StoreChooser::Choice decision{StoreChooser::ordinary, false, false};
-  for (int i = 0; i < 3000; ++i) decision = call_with_claims(chooser, bytes, 1.0, 3.0, decision);
+  for (int i = 0; i < 3000; ++i) decision = call_with_claims(chooser, bytes, {1.0, 1.0}, 3.0, decision);
   ASSERT_NE(chooser.claim(bytes).stores, StoreChooser::claimed);
   // Within two exploration periods (1024 calls each at 64 KiB) it claims again.
   int claims = 0;
   for (int i = 0; i < 6000; ++i) {
-    decision = call_with_claims(chooser, bytes, 1.0, 0.5, decision);
+    decision = call_with_claims(chooser, bytes, {1.0, 1.0}, 0.5, decision);
     if (i >= 3000) claims += decision.stores == StoreChooser::claimed ? 1 : 0;
   }
   EXPECT_GT(claims, 2700);
@@ -225,21 +230,12 @@ struct Rank {
   StoreChooser::Choice pending{StoreChooser::ordinary, false, false};  // the last claim decision
 };
 
-// One call on every rank; returns each rank's copy kind (claimed counts as its own kind).
+// One call on every rank; returns each rank's copy kind.
 std::vector<int> call_on_all(std::vector<Rank>& ranks, std::size_t bytes) {
-  std::vector<int> kinds;
-  for (Rank& rank : ranks) {
-    const auto cost = [&](double per_byte) { return static_cast<std::uint64_t>(per_byte * static_cast<double>(bytes)); };
-    if (rank.pending.stores == StoreChooser::claimed) {
-      rank.chooser.count_claimed(bytes);
-      if (rank.pending.timed) rank.chooser.record(bytes, rank.pending, cost(rank.with_claim));
-      kinds.push_back(StoreChooser::claimed);
-    } else {
-      const StoreChooser::Choice choice = rank.chooser.choose(bytes);
-      if (choice.timed) rank.chooser.record(bytes, choice, cost(rank.machine.of(choice.stores)));
-      kinds.push_back(choice.stores);
-    }
-    rank.pending = rank.chooser.claim(bytes);
+  std::vector<int> kinds(ranks.size());
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    Rank& rank = ranks[r];
+    rank.pending = call_with_claims(rank.chooser, bytes, rank.machine, rank.with_claim, rank.pending, &kinds[r]);
   }
   return kinds;
 }
