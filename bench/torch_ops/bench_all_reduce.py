@@ -23,6 +23,14 @@ Method (so the three variants are measured under the same conditions):
   header prints the load average for that reason.
 The out-of-place/in-place ratio shows what the functional form costs: it
 allocates its output but performs no extra copy.
+
+The "local" columns are the memory system's own price for writing a result
+somewhere else than over the input, with no communication at all: on every
+rank, the same input rewrite, barriers and interleaving, then
+torch.add(input, other, out=result) into one result tensor kept across calls
+(as the output cache hands back the last freed block) against
+input.add_(other). Neither depends on tpcomm, so their ratio is the floor an
+out-of-place collective meets beside an in-place one under these conditions.
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=0, help="timed rounds per size (0: scale with size)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-gloo", action="store_true", help="leave torch.distributed's Gloo out")
+    parser.add_argument("--no-local", action="store_true", help="leave out the local add reference")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -92,19 +101,29 @@ def main() -> int:
     }
     if args.no_gloo:
         del variants["gloo"]
+    # Filled per size: the local reference's second operand and kept result.
+    local: dict[str, torch.Tensor] = {}
+    if not args.no_local:
+        variants["local add"] = lambda x: torch.add(x, local["other"], out=local["result"])
+        variants["local add_"] = lambda x: x.add_(local["other"])
+    if "gloo" in variants:
+        variants["gloo"] = variants.pop("gloo")  # printed last, as it runs last
 
     if comm.rank == 0:
         print(f"# tpcomm {tpcomm.library_version()}, torch {torch.__version__}, {comm.world_size} ranks, "
               f"f32 sum, median of per-call max-over-ranks latency, "
               f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(f"{'bytes':>10} {'algo':>9} {'rounds':>6} " + " ".join(f"{v + ' us':>21}" for v in variants)
-              + f" {'oop/inplace':>11} {'gloo/inplace':>12}")
+              + f" {'oop/inplace':>11} {'gloo/inplace':>12} {'local oop/ip':>12}")
 
     for nbytes in sizes:
         count = max(1, nbytes // 4)
         g = torch.Generator().manual_seed(1000 + comm.rank)
         pristine = torch.randn(count, generator=g)
         work = torch.empty_like(pristine)
+        if not args.no_local:
+            local["other"] = torch.randn(count, generator=g)
+            local["result"] = torch.empty_like(pristine)
         rounds = args.rounds or int(min(200, max(15, (64 << 20) // max(nbytes, 1))))
 
         # correctness first: all three variants agree bitwise? (Gloo's order may differ: allclose)
@@ -120,7 +139,9 @@ def main() -> int:
         # tpcomm's two forms interleaved, then Gloo on its own: Gloo's
         # background threads keep running for a while after its calls return
         # and would slow whatever runs next.
-        groups = [[n for n in variants if n != "gloo"]] + ([["gloo"]] if "gloo" in variants else [])
+        tpcomm_forms = ["tpcomm.all_reduce", "tpcomm.all_reduce_"]
+        groups = [tpcomm_forms] + [[n for n in variants if n.startswith("local")]] * (not args.no_local)
+        groups += [["gloo"]] if "gloo" in variants else []
         for names in groups:
             for it in range(args.warmup + rounds):
                 shift = it % len(names)
@@ -145,8 +166,9 @@ def main() -> int:
             algo = comm.all_reduce_algorithm(count * 4)
             oop = medians["tpcomm.all_reduce"] / medians["tpcomm.all_reduce_"]
             gl = medians["gloo"] / medians["tpcomm.all_reduce_"] if "gloo" in medians else float("nan")
+            lo = medians["local add"] / medians["local add_"] if "local add" in medians else float("nan")
             print(f"{count * 4:>10} {algo:>9} {rounds:>6} "
-                  + " ".join(f"{medians[v]:>21.1f}" for v in variants) + f" {oop:>11.3f} {gl:>12.2f}",
+                  + " ".join(f"{medians[v]:>21.1f}" for v in variants) + f" {oop:>11.3f} {gl:>12.2f} {lo:>12.3f}",
                   flush=True)
 
     if not args.no_gloo:

@@ -118,3 +118,34 @@ def test_case(name: str, world_size: int, kernels: str, request: pytest.FixtureR
     skipped = {r["detail"] for r in records if r["status"] == "skip"}
     if skipped:
         pytest.skip("; ".join(sorted(skipped)))
+
+
+def test_the_torch_benchmark_runs_and_checks_its_forms_against_each_other() -> None:
+    """bench/torch_ops/bench_all_reduce.py is not timed here, only kept working.
+
+    It asserts before timing that all_reduce and all_reduce_ agree bitwise and
+    that Gloo agrees within rounding; here it must get through two sizes and
+    print one row per size with every median and ratio a positive number.
+    """
+    if IN_RANK:
+        pytest.skip("launches its own ranks")
+    pytest.importorskip("torch")
+    script = HERE.parent.parent / "bench" / "torch_ops" / "bench_all_reduce.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TPCOMM_", "OMPI_"))}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env["PYTHONPATH"] = str(PYTHON_DIR)
+    sizes = ["4096", "65536"]
+    proc = subprocess.run([str(LAUNCHER), "-n", "2", "--timeout", "120", sys.executable, str(script),
+                           "--sizes", ",".join(sizes), "--rounds", "3", "--warmup", "1"],
+                          env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("bytes"))
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in sizes]
+    assert [row[0] for row in rows] == sizes, proc.stdout
+    # bytes, algorithm, rounds, five medians (two tpcomm forms, two local adds, Gloo) and three ratios
+    assert "local oop/ip" in header and all(len(row) == 11 for row in rows), proc.stdout
+    for row in rows:
+        values = [float(v) for v in row[3:]]
+        assert all(v > 0 for v in values), row
