@@ -9,6 +9,7 @@ the ranks' inputs in rank order r = 0..n-1 reproduces the library's
 documented reduction order bit for bit.
 """
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -383,40 +384,61 @@ def case_cpu_kernels_in_use(comm: tpcomm.Communicator) -> None:
 
 @case()
 def case_out_of_place_results_reuse_freed_memory_only(comm: tpcomm.Communicator) -> None:
-    """torch.ops.tpcomm.all_reduce takes memory for large results from a cache of freed ones (C++ kernels).
+    """torch.ops.tpcomm.all_reduce takes memory for its results from a cache of freed ones (C++ kernels).
 
     A live result is never handed out again: results stay correct when many of
     one shape are alive at once, and a result freed by one call is reused by
-    the next of the same size.
+    the next of the same size. Small results (4 KiB here) and empty ones take
+    the same path as large ones (128 KiB).
     """
     from tpcomm.torch import _ops
 
-    shape = (128, 256)  # 128 KiB of f32: above the cache's 64 KiB floor
-    xs = [all_inputs(comm, shape, seed=40 + k) for k in range(6)]
-    wants = [reference("sum", x) for x in xs]
-    alive = [torch.ops.tpcomm.all_reduce(torch.from_numpy(x[comm.rank].copy())) for x in xs]
-    assert len({t.data_ptr() for t in alive}) == len(alive), "two live results share memory"
-    wrong = [k for k in range(len(alive)) if not np.array_equal(alive[k].numpy(), wants[k])]
-    assert not wrong, f"live results {wrong} were overwritten"
     cached = _ops.CPP_KERNELS and _ops._output_cache_limit() > 0
-    freed = alive.pop().data_ptr()
-    again = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[0][comm.rank].copy()))
-    assert np.array_equal(again.numpy(), wants[0])
-    if cached:
-        assert again.data_ptr() == freed, "a freed result of the same size was not reused"
-    # Views keep a result alive; a result is an ordinary tensor that can grow
-    # (checked before .numpy(), which pins a tensor's size).
-    view = again[1:]
-    del again
-    other = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[1][comm.rank].copy()))
-    assert np.array_equal(view.numpy(), wants[0][1:]), "memory still referenced by a view was reused"
-    grown = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[3][comm.rank].copy()))
-    grown.resize_(2 * grown.numel())
-    grown.fill_(1.0)
-    assert float(grown.sum()) == grown.numel()
-    assert np.array_equal(other.numpy(), wants[1])
+    for shape in ((128, 256), (4, 256), (3,), (0, 5)):
+        xs = [all_inputs(comm, shape, seed=40 + k) for k in range(6)]
+        wants = [reference("sum", x) for x in xs]
+        alive = [torch.ops.tpcomm.all_reduce(torch.from_numpy(x[comm.rank].copy())) for x in xs]
+        if math.prod(shape) > 0:
+            assert len({t.data_ptr() for t in alive}) == len(alive), f"{shape}: two live results share memory"
+        wrong = [k for k in range(len(alive)) if not np.array_equal(alive[k].numpy(), wants[k])]
+        assert not wrong and all(t.shape == shape for t in alive), f"{shape}: live results {wrong} were overwritten"
+        freed = alive.pop().data_ptr()
+        again = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[0][comm.rank].copy()))
+        assert np.array_equal(again.numpy(), wants[0])
+        if cached and math.prod(shape) > 0:
+            assert again.data_ptr() == freed, f"{shape}: a freed result of the same size was not reused"
+        # Views keep a result alive; a result is an ordinary tensor that can grow
+        # (checked before .numpy(), which pins a tensor's size).
+        view = again[1:]
+        del again
+        other = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[1][comm.rank].copy()))
+        assert np.array_equal(view.numpy(), wants[0][1:]), f"{shape}: memory still referenced by a view was reused"
+        grown = torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[3][comm.rank].copy()))
+        grown.resize_(2 * grown.numel() + 1)
+        grown.fill_(1.0)
+        assert float(grown.sum()) == grown.numel()
+        assert np.array_equal(other.numpy(), wants[1])
     tpcomm.torch.empty_output_cache()
     assert np.array_equal(torch.ops.tpcomm.all_reduce(torch.from_numpy(xs[2][comm.rank].copy())).numpy(), wants[2])
+    if not cached:
+        return
+    # The limit bounds what is kept, tiny and empty results included: each
+    # block is charged two lines (its bytes rounded up, and the C library's
+    # header), so of 4096 freed results of 4 bytes or none, 512 fill a 64 KiB
+    # limit and the rest are freed, instead of all piling up.
+    limit = 64 << 10
+    try:
+        for shape in ((1,), (0,)):
+            _ops._CPP.tpcomm_torch_set_output_cache(0)  # start empty
+            _ops._CPP.tpcomm_torch_set_output_cache(limit)
+            x = torch.ones(shape)
+            results = [torch.ops.tpcomm.all_reduce(x) for _ in range(4096)]
+            assert all(torch.equal(r, x * comm.world_size) for r in results[:3])
+            del results
+            held = int(_ops._CPP.tpcomm_torch_output_cache_held())
+            assert held == limit, f"{shape}: {held} bytes charged for 4096 freed results against a limit of {limit}"
+    finally:
+        _ops._CPP.tpcomm_torch_set_output_cache(_ops._output_cache_limit())
 
 
 @case()

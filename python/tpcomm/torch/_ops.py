@@ -220,6 +220,7 @@ def _load_cpp_kernels() -> ctypes.CDLL | None:
     )
     cpp.tpcomm_torch_set_output_cache.argtypes = [ctypes.c_size_t]
     cpp.tpcomm_torch_set_output_cache(_output_cache_limit())
+    cpp.tpcomm_torch_output_cache_held.restype = ctypes.c_size_t
     cpp.tpcomm_torch_set_group.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     cpp.tpcomm_torch_forget_comm.argtypes = [ctypes.c_void_p]
 
