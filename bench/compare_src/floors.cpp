@@ -4,6 +4,12 @@
 //                                         copying in at the same time get, per thread)
 //   add_64MiB_2thr                        c = a + b (f32) on both CPUs at once: what
 //                                         each rank of a zero-copy one-shot does
+//   add_{1,4}MiB_{warm,cold}_result_2thr c = a + b over 1 or 4 MiB on both CPUs at once, a and b
+//                                         just written; c just written too (where an
+//                                         in-place result goes) or out of every cache
+//                                         (where an out-of-place one goes): the ratio
+//                                         is the memory system's price for writing a
+//                                         result away from the input
 //   handoff_oneway                        one cache line ping-ponged between two
 //                                         processes on CPU 0 and CPU 1, spinning;
 //                                         half a round trip, with p10/p90 because
@@ -17,6 +23,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -33,6 +40,17 @@ void pin(int cpu) {
 
 enum class Kernel { copy, add };
 
+// What each thread does, untimed, before every rep.
+enum class Prepare {
+  nothing,
+  inputs_then_result,  // write a, b and c: every line just written
+  evict_then_inputs,   // write 64 MiB elsewhere, then a and b: c's lines are gone
+};
+
+void write_all(float* p, std::size_t n, float value) {
+  for (std::size_t i = 0; i < n; ++i) p[i] = value;
+}
+
 void run_kernel(Kernel k, float* a, const float* b, float* c, std::size_t n) {
   if (k == Kernel::copy) {
     std::memcpy(c, a, n * sizeof(float));
@@ -43,13 +61,15 @@ void run_kernel(Kernel k, float* a, const float* b, float* c, std::size_t n) {
 
 // Median over reps of the time from the first thread's start to the last
 // thread's end; the threads start each rep together (spin barrier).
-double kernel_seconds(Kernel k, int threads, std::size_t bytes, int reps) {
+double kernel_seconds(Kernel k, int threads, std::size_t bytes, int reps, Prepare prepare = Prepare::nothing) {
   const std::size_t n = bytes / sizeof(float);
-  std::vector<std::vector<float>> a(threads), b(threads), c(threads);
+  constexpr std::size_t kEvictFloats = (std::size_t{64} << 20) / sizeof(float);
+  std::vector<std::vector<float>> a(threads), b(threads), c(threads), scratch(threads);
   for (int t = 0; t < threads; ++t) {
     a[t].assign(n, 1.0f);
     b[t].assign(n, 2.0f);
     c[t].assign(n, 0.0f);
+    if (prepare == Prepare::evict_then_inputs) scratch[t].assign(kEvictFloats, 0.0f);
   }
   std::atomic<int> arrived{0};
   std::vector<std::vector<std::int64_t>> start(threads, std::vector<std::int64_t>(reps)),
@@ -58,6 +78,12 @@ double kernel_seconds(Kernel k, int threads, std::size_t bytes, int reps) {
     pin(t);
     run_kernel(k, a[t].data(), b[t].data(), c[t].data(), n);
     for (int r = 0; r < reps; ++r) {
+      if (prepare == Prepare::evict_then_inputs) write_all(scratch[t].data(), kEvictFloats, static_cast<float>(r));
+      if (prepare != Prepare::nothing) {
+        write_all(a[t].data(), n, 1.0f + static_cast<float>(r));
+        write_all(b[t].data(), n, 2.0f);
+      }
+      if (prepare == Prepare::inputs_then_result) write_all(c[t].data(), n, 0.0f);
       arrived.fetch_add(1, std::memory_order_acq_rel);
       while (arrived.load(std::memory_order_acquire) < (r + 1) * threads) {
       }
@@ -160,6 +186,19 @@ int main(int argc, char** argv) {
                  "both CPUs copying their own 64 MiB at once; per thread");
   emit_bandwidth("add_64MiB_2thr", big, 2, kernel_seconds(Kernel::add, 2, big, reps_big),
                  "c = a + b, f32, 64 MiB each, both CPUs at once; GB/s of c per thread");
+  // c = a + b at sizes an all_reduce result takes, with c's lines just written
+  // or not; the JSON names carry the size (e.g. add_1MiB_cold_result_2thr).
+  for (const std::size_t mib : {1u, 4u}) {
+    const std::size_t bytes = mib << 20;
+    const int reps = quick ? 9 : 21;
+    const std::string size = std::to_string(mib) + "MiB";
+    emit_bandwidth(("add_" + size + "_warm_result_2thr").c_str(), bytes, 2,
+                   kernel_seconds(Kernel::add, 2, bytes, reps, Prepare::inputs_then_result),
+                   "c = a + b, f32, both CPUs; a, b and c just written (where an in-place result goes)");
+    emit_bandwidth(("add_" + size + "_cold_result_2thr").c_str(), bytes, 2,
+                   kernel_seconds(Kernel::add, 2, bytes, reps, Prepare::evict_then_inputs),
+                   "the same with c out of every cache (where an out-of-place result goes)");
+  }
   handoff(quick ? 1.0 : 3.0);
   return 0;
 }
