@@ -120,12 +120,9 @@ TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {
   for (const std::size_t bytes : {K, 4 * K, 64 * K, 2048 * K, std::size_t{1} << 30}) {
     EXPECT_EQ(pick(bytes, DataType::f32, 2), "one_shot") << bytes;
   }
-  for (const std::size_t bytes : {K, 128 * K, 2048 * K, std::size_t{1} << 30}) {
+  for (const std::size_t bytes : {K, 2 * K, 4 * K, 32 * K, 64 * K, 128 * K, 2048 * K, std::size_t{1} << 30}) {
     EXPECT_EQ(pick(bytes, DataType::bf16, 2), "one_shot") << bytes;
-  }
-  for (const std::size_t bytes : {2 * K, 4 * K, 32 * K, 64 * K}) {
-    EXPECT_EQ(pick(bytes, DataType::bf16, 2), "two_shot") << bytes;
-    EXPECT_EQ(pick(bytes, DataType::f16, 2), "two_shot") << bytes;
+    EXPECT_EQ(pick(bytes, DataType::f16, 2), "one_shot") << bytes;
   }
   EXPECT_EQ(pick(256 * K, DataType::f32, 3), "one_shot");
   EXPECT_EQ(pick(32 * K, DataType::bf16, 3), "one_shot");

@@ -1,7 +1,7 @@
-// Every kernel level (scalar, AVX2, AVX-512 where the CPU has it) against the
-// independent serial reference, bitwise, for every dtype and op, including
-// special values, lengths that are not multiples of the vector width and
-// n = 1..9 sources, and buffers at any byte offset. Also the f16/bf16
+// Every kernel level (scalar, AVX2, AVX-512 and AVX-512 BF16 where the CPU has
+// them) against the independent serial reference, bitwise, for every dtype and
+// op, including special values, lengths that are not multiples of the vector
+// width and n = 1..9 sources, and buffers at any byte offset. Also the f16/bf16
 // conversions over all 65536 patterns, the copy into staging memory and the
 // fold that streams its result.
 #include <gtest/gtest.h>
@@ -233,6 +233,63 @@ TEST(Kernels, StreamingFoldMatchesTheReferenceAtEveryOffset) {
       }
     }
   });
+}
+
+TEST(Kernels, Bf16ResultsThatNeedCareMatchTheReferenceAtEveryPosition) {
+  // Pairs of bf16 inputs whose fold lands where a fast conversion can differ
+  // from round-to-nearest-even: denormal inputs, a denormal sum of two normal
+  // numbers (a conversion that reads denormals as zero gives 0 there),
+  // signalling and quiet NaNs with payloads, infinities, a sum that rounds up
+  // to infinity and ties in both directions. Each pair is put at every
+  // position of 40 elements (two 16-element vector steps and a tail) among
+  // ordinary values, at every level, for every op, out of place and in place.
+  // (NaNs compare equal whatever their payload, as everywhere in these tests.)
+  struct Pair {
+    std::uint16_t a, b;
+    const char* what;
+  };
+  const Pair pairs[] = {
+      {0x0001, 0x0000, "smallest denormal + 0"},
+      {0x8055, 0x0003, "denormal + denormal"},
+      {0x00c0, 0x8080, "normal + normal = denormal"},
+      {0x0080, 0x807f, "smallest normal - largest denormal"},
+      {0x7f81, 0x3f80, "signalling NaN + 1"},
+      {0xffc5, 0x3f80, "negative quiet NaN with payload + 1"},
+      {0x7f80, 0xff80, "inf - inf"},
+      {0x7f80, 0x3f80, "inf + 1"},
+      {0x7f7f, 0x7b80, "largest finite + something: rounds to inf"},
+      {0x3f80, 0x3b80, "1 + 2^-8: tie, stays even"},
+      {0x3f81, 0x3b80, "(1 + 2^-7) + 2^-8: tie, rounds up to even"},
+  };
+  constexpr std::size_t kCount = 40;
+  std::mt19937_64 random(11);
+  for (const auto* level : tables()) {
+    for (int op_index = 0; op_index < 5; ++op_index) {
+      const auto op = static_cast<ReduceOp>(op_index);
+      const auto fold = level->fold[static_cast<int>(DataType::bf16)][op_index];
+      for (const Pair& pair : pairs) {
+        for (std::size_t position = 0; position < kCount; ++position) {
+          std::uint16_t a[kCount], b[kCount];
+          for (std::size_t i = 0; i < kCount; ++i) {
+            a[i] = ref::float_to_bf16(static_cast<float>(static_cast<int>(random() % 200) - 100) / 8.0f);
+            b[i] = ref::float_to_bf16(static_cast<float>(static_cast<int>(random() % 200) - 100) / 8.0f);
+          }
+          a[position] = pair.a;
+          b[position] = pair.b;
+          const std::vector<const void*> sources = {a, b};
+          std::uint16_t expected[kCount], actual[kCount];
+          ref::reduce(DataType::bf16, op, sources, expected, kCount);
+          fold(actual, sources.data(), 2, kCount);
+          ASSERT_EQ(ref::count_mismatches(DataType::bf16, actual, expected, kCount), 0u)
+              << level->isa << " " << tpcomm::redop_name(op) << " " << pair.what << " at " << position << ": got 0x"
+              << std::hex << actual[position] << ", want 0x" << expected[position];
+          fold(a, sources.data(), 2, kCount);  // in place over the first source
+          ASSERT_EQ(ref::count_mismatches(DataType::bf16, a, expected, kCount), 0u)
+              << level->isa << " " << tpcomm::redop_name(op) << " " << pair.what << " at " << position << ", in place";
+        }
+      }
+    }
+  }
 }
 
 TEST(Kernels, FloatToHalfRoundsToNearestEven) {

@@ -114,10 +114,14 @@ constexpr std::array<AllReduceAlgorithm, 2> kAlgorithms{{
 // fold costs more than two-shot's extra round: sooner for f16/bf16, whose fold
 // converts every element. Measured A/B (default and alternative interleaved in
 // the same processes, 2 CPUs, docs/performance.md):
-//   2 ranks: f32 one-shot at every size (two-shot 1.1-1.3x slower at 4-128
-//            KiB); f16/bf16 two-shot 1.1-1.5x faster from 2 KiB to 64 KiB
-//            (once copies into slots became cheap, item 18), mixed at 128 KiB,
-//            one-shot above.
+//   2 ranks: one-shot at every size and dtype. f32: two-shot 1.1-1.3x slower
+//            at 4-128 KiB. bf16: two-shot was 1.1-1.5x faster from 2 to 64 KiB
+//            (item 19) until one-shot read its own contribution from the input
+//            (item 24) and the bf16 fold got faster (item 28); now one-shot is
+//            0.77-0.97x two-shot's time from 2 to 64 KiB in the fast latency
+//            state, 0.55x in the slow one (two-shot's extra round costs more
+//            there), and even from 128 KiB. With the AVX2 fold two-shot still
+//            wins 4 KiB by 3-10 % in the fast state, and loses 2 and 8 KiB.
 //   3 ranks: f32 one-shot at every size measured (4 KiB .. 4 MiB) but 64 KiB;
 //            bf16 one-shot up to 32 KiB, two-shot 1.3-1.4x faster from 64 KiB.
 //   4 ranks: f32 one-shot up to 8 KiB, two-shot 1.1-1.3x faster from 16 KiB to
@@ -129,7 +133,7 @@ constexpr std::array<AllReduceAlgorithm, 2> kAlgorithms{{
 bool default_prefers_one_shot(std::size_t bytes, DataType dtype, int world_size) {
   const bool converted = dtype == DataType::f16 || dtype == DataType::bf16;
   constexpr std::size_t KiB = 1024;
-  if (world_size <= 2) return !converted || bytes < 2 * KiB || bytes > 64 * KiB;
+  if (world_size <= 2) return true;
   if (world_size == 3) return !converted || bytes <= 32 * KiB;
   if (world_size == 4) return converted ? bytes < 4 * KiB : (bytes <= 8 * KiB || bytes >= 1024 * KiB);
   return converted ? bytes <= 4 * KiB : bytes <= 16 * KiB;

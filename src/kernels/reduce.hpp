@@ -2,10 +2,10 @@
 // element, in rank order, with the documented semantics (see tpcomm.h).
 //
 // The kernels are compiled once per instruction-set level (scalar baseline,
-// AVX2+F16C, AVX-512) from one source (reduce_kernels.inc) and the best level
-// the CPU supports is chosen once at run time. Every level gives bitwise the
-// same result: same per-element operation order, no FMA contraction, no
-// reassociation (-ffp-contract=off, no -ffast-math).
+// AVX2+F16C, AVX-512, AVX-512 with BF16) from one source (reduce_kernels.inc)
+// and the best level the CPU supports is chosen once at run time. Every level
+// gives bitwise the same result: same per-element operation order, no FMA
+// contraction, no reassociation (-ffp-contract=off, no -ffast-math).
 #pragma once
 
 #include <cstddef>
@@ -21,12 +21,12 @@ namespace tpcomm::detail {
 using FoldFunction = void (*)(void* dst, const void* const* sources, int n, std::size_t count);
 
 struct KernelTable {
-  std::string_view isa;                // "avx512", "avx2" or "scalar"
+  std::string_view isa;                // "avx512bf16", "avx512", "avx2" or "scalar"
   FoldFunction fold[8][5];             // [DataType][ReduceOp]
 };
 
 // The table for the best instruction set this CPU supports (TPCOMM_ISA may
-// force "scalar" or "avx2" for testing).
+// force a lower level by name, e.g. "avx2", for testing).
 const KernelTable& kernels();
 
 // All tables this CPU can run, best first (tests compare them bitwise).

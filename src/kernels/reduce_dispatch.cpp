@@ -8,11 +8,12 @@ namespace tpcomm::detail {
 namespace scalar { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }
 namespace avx512 { const KernelTable& table(); }
+namespace avx512bf16 { const KernelTable& table(); }
 
 namespace {
 
 struct Tables {
-  const KernelTable* list[3] = {};
+  const KernelTable* list[4] = {};
   int count = 0;
 };
 
@@ -23,6 +24,7 @@ const Tables& detect() {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
+      if (__builtin_cpu_supports("avx512bf16")) t.list[t.count++] = &avx512bf16::table();
       t.list[t.count++] = &avx512::table();
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
