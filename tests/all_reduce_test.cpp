@@ -337,7 +337,7 @@ TEST(AllReduceZeroCopy, SharedBuffersMatchTheReference) {
         }
       }
       check(std::string(comm.all_reduce_algorithm(4096)) == "one_shot" &&
-                std::string(comm.all_reduce_algorithm(8192, DataType::bf16)) == (world <= 3 ? "one_shot" : "two_shot"),
+                std::string(comm.all_reduce_algorithm(65536, DataType::bf16)) == (world <= 2 ? "one_shot" : "two_shot"),
             "algorithm name");
       // Ranks must use the same offset in the shared buffer.
       float* x = static_cast<float*>(shared.data()) + (rank == 0 ? 0 : 16);

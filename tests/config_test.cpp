@@ -131,12 +131,15 @@ TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {
   EXPECT_EQ(pick(16 * K, DataType::f32, 4), "two_shot");
   EXPECT_EQ(pick(512 * K, DataType::f32, 4), "two_shot");
   EXPECT_EQ(pick(1024 * K, DataType::f32, 4), "one_shot");
-  EXPECT_EQ(pick(2 * K, DataType::f16, 4), "one_shot");
-  EXPECT_EQ(pick(4 * K, DataType::bf16, 4), "two_shot");
+  EXPECT_EQ(pick(8 * K, DataType::f16, 4), "one_shot");
+  EXPECT_EQ(pick(16 * K, DataType::bf16, 4), "two_shot");
+  EXPECT_EQ(pick(2048 * K, DataType::bf16, 4), "two_shot");
   EXPECT_EQ(pick(16 * K, DataType::f32, 8), "one_shot");
   EXPECT_EQ(pick(32 * K, DataType::f32, 8), "two_shot");
-  EXPECT_EQ(pick(4 * K, DataType::bf16, 8), "one_shot");
-  EXPECT_EQ(pick(8 * K, DataType::bf16, 8), "two_shot");
+  EXPECT_EQ(pick(16 * K, DataType::bf16, 8), "one_shot");
+  EXPECT_EQ(pick(32 * K, DataType::bf16, 8), "two_shot");
+  EXPECT_EQ(pick(16 * K, DataType::f32, 5), "one_shot");
+  EXPECT_EQ(pick(32 * K, DataType::f16, 6), "two_shot");
   // TPCOMM_ONE_SHOT_MAX_BYTES: one limit for every dtype and world size.
   EXPECT_EQ(pick(64 * K, DataType::bf16, 8, 64 * K), "one_shot");
   EXPECT_EQ(pick(64 * K + 1, DataType::f32, 2, 64 * K), "two_shot");

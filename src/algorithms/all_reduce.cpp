@@ -127,16 +127,19 @@ constexpr std::array<AllReduceAlgorithm, 2> kAlgorithms{{
 //   4 ranks: f32 one-shot up to 8 KiB, two-shot 1.1-1.3x faster from 16 KiB to
 //            512 KiB, one-shot 1.2-1.4x faster again from 1 MiB (two-shot's
 //            extra rounds cost more than its saved reads once chunks are
-//            copied in with non-temporal stores); bf16 two-shot from 4 KiB.
-//   8 ranks: f32 one-shot up to 16 KiB, two-shot from 32-64 KiB;
-//            bf16 one-shot at 4 KiB, two-shot 1.5-5x faster from 8 KiB.
+//            copied in with non-temporal stores); bf16 one-shot up to 8 KiB
+//            (0.53-0.89x two-shot's time with the item 28 fold), even at 16
+//            KiB, two-shot 1.1-1.4x faster from 32 KiB.
+//   8 ranks (and 5-7): one-shot up to 16 KiB, two-shot from 32-64 KiB, for
+//            f32 and, with the item 28 fold, bf16 (one-shot 0.61-0.78x at
+//            8-16 KiB, even at 32 KiB, two-shot 1.3-1.4x faster at 64 KiB).
 bool default_prefers_one_shot(std::size_t bytes, DataType dtype, int world_size) {
   const bool converted = dtype == DataType::f16 || dtype == DataType::bf16;
   constexpr std::size_t KiB = 1024;
   if (world_size <= 2) return true;
   if (world_size == 3) return !converted || bytes <= 32 * KiB;
-  if (world_size == 4) return converted ? bytes < 4 * KiB : (bytes <= 8 * KiB || bytes >= 1024 * KiB);
-  return converted ? bytes <= 4 * KiB : bytes <= 16 * KiB;
+  if (world_size == 4) return converted ? bytes <= 8 * KiB : (bytes <= 8 * KiB || bytes >= 1024 * KiB);
+  return bytes <= 16 * KiB;
 }
 
 }  // namespace
