@@ -4,12 +4,13 @@
 //                                         copying in at the same time get, per thread)
 //   add_64MiB_2thr                        c = a + b (f32) on both CPUs at once: what
 //                                         each rank of a zero-copy one-shot does
-//   add_{1,4}MiB_{warm,cold}_result_2thr c = a + b over 1 or 4 MiB on both CPUs at once, a and b
-//                                         just written; c just written too (where an
-//                                         in-place result goes) or out of every cache
-//                                         (where an out-of-place one goes): the ratio
-//                                         is the memory system's price for writing a
-//                                         result away from the input
+//   add_{1,4}MiB_{warm,cold}_result_2thr
+//                                         c = a + b over 1 or 4 MiB on both CPUs at once,
+//                                         a and b just written; c just written too (where
+//                                         an in-place result goes) or out of every cache
+//                                         (where an out-of-place one goes): the ratio is
+//                                         the memory system's price for writing a result
+//                                         away from the input
 //   handoff_oneway                        one cache line ping-ponged between two
 //                                         processes on CPU 0 and CPU 1, spinning;
 //                                         half a round trip, with p10/p90 because
