@@ -246,9 +246,10 @@ class ShmCommunicator final : public Communicator::Impl {
     // feeds itself. In a loop of 54 us of work and a 4 KiB all_reduce, 1000
     // spins made the call cost 1.7-3.3 us there, 20000 spins 0.6-0.9 us
     // (bench/compare_src/decode_loop.cpp). With more ranks than CPUs a spinning
-    // rank takes the CPU a peer needs: yield almost at once.
+    // rank takes the CPU a peer needs: yield at once (3, 4 and 8 ranks on 2
+    // CPUs: up to 0.72x the time of 64 spins, docs/performance.md item 31).
     channel_.policy().spin_count =
-        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 64 : 20000);
+        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 0 : 20000);
     // Helper threads only where every rank can have CPUs of its own for them.
     set_threads(config_.threads > 0 ? config_.threads : std::clamp(online_cpus() / world_size, 1, 4));
   }
