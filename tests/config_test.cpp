@@ -1,7 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <cstdlib>
 #include <utility>
+#include <vector>
 
 #include "algorithms/all_reduce.hpp"
 #include "core/config.hpp"
@@ -147,4 +153,26 @@ TEST(AlgorithmSelection, FollowsTheMeasuredCrossoversByWorldSizeAndDtype) {
   EXPECT_EQ(pick(K, DataType::f32, 8, 0, "two_shot"), "two_shot");
   EXPECT_EQ(pick(1 << 30, DataType::f32, 8, 0, "one_shot"), "one_shot");
   EXPECT_THROW(pick(K, DataType::f32, 2, 0, "three_shot"), tpcomm::Error);
+}
+
+// TPCOMM_SPIN's default follows the CPUs the ranks share between them, not one
+// rank's own affinity: a launcher that binds each of 2 ranks to a core of its
+// own (mpirun's default) leaves each rank one CPU, yet no rank waits for a CPU.
+TEST(DefaultSpin, FollowsTheCpusTheRanksShareNotOneRanksAffinity) {
+  using tpcomm::detail::default_spin_count;
+  constexpr int kSpin = 20000;
+  EXPECT_EQ(default_spin_count({0b01, 0b10}, 2), kSpin);    // bound to cores of their own
+  EXPECT_EQ(default_spin_count({0b01, 0b01}, 2), 0);        // both bound to CPU 0
+  EXPECT_EQ(default_spin_count({0b11, 0b11}, 2), kSpin);    // unbound, one CPU each
+  EXPECT_EQ(default_spin_count({0b11, 0b11, 0b11}, 2), 0);  // 3 ranks on 2 CPUs
+  EXPECT_EQ(default_spin_count(std::vector<std::uint64_t>(8, 0b11), 2), 0);
+  // Affinity unknown (all bits): the machine's CPU count decides.
+  EXPECT_EQ(default_spin_count({~0ull, ~0ull}, 2), kSpin);
+  EXPECT_EQ(default_spin_count({~0ull, ~0ull, ~0ull}, 2), 0);
+  EXPECT_EQ(default_spin_count(std::vector<std::uint64_t>(64, ~0ull), 128), kSpin);
+  EXPECT_EQ(default_spin_count({0b1}, 1), kSpin);  // one rank
+  // This process's own mask: at least one CPU, at most the machine's.
+  const int own = std::popcount(tpcomm::detail::affinity_bits());
+  EXPECT_GE(own, 1);
+  EXPECT_LE(own, std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
 }

@@ -239,17 +239,19 @@ class ShmCommunicator final : public Communicator::Impl {
     channel_.copy_policy().own_from_input_max_bytes = config_.own_from_input_max_bytes;
     channel_.copy_policy().measured_results = config_.measured_results;
     channel_.copy_policy().result_streaming_min_bytes = config_.result_streaming_min_bytes;
-    // With a CPU per rank, spin about half a millisecond (a pause is ~25 ns on
-    // the measured machine): ranks that compute between calls arrive up to
-    // tens of microseconds apart, and a rank that yields after a short spin
-    // gives its CPU away and comes back late to the next call, so the skew
-    // feeds itself. In a loop of 54 us of work and a 4 KiB all_reduce, 1000
-    // spins made the call cost 1.7-3.3 us there, 20000 spins 0.6-0.9 us
-    // (bench/compare_src/decode_loop.cpp). With more ranks than CPUs a spinning
-    // rank takes the CPU a peer needs: yield at once (3, 4 and 8 ranks on 2
-    // CPUs: up to 0.72x the time of 64 spins, docs/performance.md item 31).
-    channel_.policy().spin_count =
-        config_.spin_count >= 0 ? config_.spin_count : (world_size > online_cpus() ? 0 : 20000);
+    // Spin about half a millisecond (a pause is ~25 ns on the measured
+    // machine) while every rank can have a CPU, not at all when the ranks
+    // outnumber the CPUs they may run on (default_spin_count). In a loop of
+    // 54 us of work and a 4 KiB all_reduce, 1000 spins made the call cost
+    // 1.7-3.3 us, 20000 spins 0.6-0.9 us (bench/compare_src/decode_loop.cpp);
+    // with 3, 4 and 8 ranks on 2 CPUs, 64 spins took up to 1.4x the time of
+    // none (docs/performance.md item 31).
+    std::vector<std::uint64_t> rank_cpus;  // published at the rendezvous, which every rank has passed
+    for (int r = 0; r < world_size; ++r) rank_cpus.push_back(channel_.header().ranks[r].cpus.load(std::memory_order_relaxed));
+    const long machine_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    channel_.policy().spin_count = config_.spin_count >= 0
+                                       ? config_.spin_count
+                                       : default_spin_count(rank_cpus, machine_cpus > 0 ? static_cast<int>(machine_cpus) : 1);
     // Helper threads only where every rank can have CPUs of its own for them.
     set_threads(config_.threads > 0 ? config_.threads : std::clamp(online_cpus() / world_size, 1, 4));
   }
@@ -949,6 +951,7 @@ class ShmCommunicator final : public Communicator::Impl {
         header->chunk_bytes = chunk_bytes_;
         header->total_bytes = layout.total_bytes;
         header->ranks[rank_].pid.store(pid, std::memory_order_relaxed);
+        header->ranks[rank_].cpus.store(affinity_bits(), std::memory_order_relaxed);
         header->ranks[rank_].arrived.store(1, std::memory_order_relaxed);
         header->magic.store(kSegmentMagic, std::memory_order_release);
       });
@@ -1048,6 +1051,7 @@ class ShmCommunicator final : public Communicator::Impl {
         }
         if (me.pid.compare_exchange_weak(holder, pid, std::memory_order_acq_rel)) break;
       }
+      me.cpus.store(affinity_bits(), std::memory_order_relaxed);
       me.arrived.store(1, std::memory_order_seq_cst);
     }
 

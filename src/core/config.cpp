@@ -1,5 +1,9 @@
 #include "core/config.hpp"
 
+#include <sched.h>
+
+#include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -16,7 +20,7 @@ const std::vector<ConfigVariable>& config_variables() {
       {"TPCOMM_ALGO", "auto", "all_reduce algorithm: auto, one_shot or two_shot"},
       {"TPCOMM_ONE_SHOT_MAX_BYTES", "by world size and dtype", "auto picks one_shot up to this message size, two_shot above"},
       {"TPCOMM_SPIN", "auto",
-       "busy-wait iterations (pauses) before a waiting rank starts yielding the CPU (auto: 20000, ~0.5 ms; 64 with more ranks than CPUs)"},
+       "busy-wait iterations (pauses) before a waiting rank starts yielding the CPU (auto: 20000, ~0.5 ms; 0 when the ranks outnumber the CPUs they may run on)"},
       {"TPCOMM_NT_MIN_BYTES", "auto",
        "copies into staging of at least this size use non-temporal stores (auto: ordinary or non-temporal by measured cost, from 4 KiB)"},
       {"TPCOMM_NT_RESULT_MIN_BYTES", "auto",
@@ -118,6 +122,30 @@ Config Config::from_environment() {
     config.threads_min_bytes = parse_byte_size(value, "TPCOMM_THREADS_MIN_BYTES");
   }
   return config;
+}
+
+std::uint64_t affinity_bits() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return ~std::uint64_t{0};
+  std::uint64_t bits = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &set)) bits |= std::uint64_t{1} << (cpu % 64);
+  }
+  return bits;
+}
+
+int default_spin_count(const std::vector<std::uint64_t>& rank_cpu_bits, int machine_cpus) {
+  // With a CPU per rank, ranks that compute between calls arrive up to tens of
+  // microseconds apart, and a rank that yields after a short spin gives its CPU
+  // away and comes back late to the next call (docs/performance.md item 18).
+  // With more ranks than CPUs a spinning rank only keeps the one it waits for
+  // off the CPU (item 31). CPUs that collide modulo 64 count once, so a huge
+  // machine can look smaller than it is: the cost is a yield, never an error.
+  std::uint64_t shared = 0;
+  for (const std::uint64_t bits : rank_cpu_bits) shared |= bits;
+  const int cpus = std::min(std::popcount(shared), std::max(machine_cpus, 1));
+  return static_cast<int>(rank_cpu_bits.size()) > cpus ? 0 : 20000;
 }
 
 }  // namespace tpcomm::detail

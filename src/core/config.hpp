@@ -42,4 +42,15 @@ struct Config {
 // Parses "1048576", "512K", "4M", "1G" (powers of 1024). Throws invalid_argument.
 std::size_t parse_byte_size(std::string_view text, std::string_view what);
 
+// The CPUs this process may run on, CPU k as bit k % 64 (all bits if unknown).
+std::uint64_t affinity_bits();
+
+// TPCOMM_SPIN's default for a job whose ranks may run on these CPUs (one
+// affinity_bits() per rank) on a machine with machine_cpus online: spin about
+// half a millisecond when every rank can have a CPU of its own, not at all
+// when the ranks outnumber the CPUs they share between them. Each rank's own
+// affinity is not enough: a launcher that binds every rank to a core of its
+// own leaves each with one CPU, and the ranks are not short of CPUs then.
+int default_spin_count(const std::vector<std::uint64_t>& rank_cpu_bits, int machine_cpus);
+
 }  // namespace tpcomm::detail

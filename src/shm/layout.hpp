@@ -52,6 +52,10 @@ struct alignas(kCacheLine) RankInfo {
   // Exactly what it waits for, so the awaited rank can tell a stale record
   // from a real deadlock: (BlockedNeed << 62) | counter value.
   std::atomic<std::uint64_t> blocked_need;
+  // The CPUs this rank may run on, CPU k as bit k % 64 (affinity_bits()),
+  // written before arrived: the default spin depends on how many CPUs the
+  // ranks share between them (default_spin_count).
+  std::atomic<std::uint64_t> cpus;
 };
 
 // What a blocked rank needs from the rank it is blocked on (see RankInfo).
