@@ -140,8 +140,11 @@ def main() -> int:
         # background threads keep running for a while after its calls return
         # and would slow whatever runs next.
         tpcomm_forms = ["tpcomm.all_reduce", "tpcomm.all_reduce_"]
-        groups = [tpcomm_forms] + [[n for n in variants if n.startswith("local")]] * (not args.no_local)
-        groups += [["gloo"]] if "gloo" in variants else []
+        groups = [tpcomm_forms]
+        if not args.no_local:
+            groups.append(["local add", "local add_"])
+        if "gloo" in variants:
+            groups.append(["gloo"])
         for names in groups:
             for it in range(args.warmup + rounds):
                 shift = it % len(names)

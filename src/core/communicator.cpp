@@ -50,12 +50,18 @@ std::atomic<std::uint64_t> g_fork_generation{0};
 void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
 const bool g_fork_handler_installed = [] { return pthread_atfork(nullptr, nullptr, &on_fork_child) == 0; }();
 
+// CPUs online in the machine (at least 1).
+int machine_cpus() {
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// CPUs this process may run on.
 int online_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
-  const long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<int>(n) : 1;
+  return machine_cpus();
 }
 
 // Communicators created with the same job id in one process get consecutive
@@ -239,19 +245,12 @@ class ShmCommunicator final : public Communicator::Impl {
     channel_.copy_policy().own_from_input_max_bytes = config_.own_from_input_max_bytes;
     channel_.copy_policy().measured_results = config_.measured_results;
     channel_.copy_policy().result_streaming_min_bytes = config_.result_streaming_min_bytes;
-    // Spin about half a millisecond (a pause is ~25 ns on the measured
-    // machine) while every rank can have a CPU, not at all when the ranks
-    // outnumber the CPUs they may run on (default_spin_count). In a loop of
-    // 54 us of work and a 4 KiB all_reduce, 1000 spins made the call cost
-    // 1.7-3.3 us, 20000 spins 0.6-0.9 us (bench/compare_src/decode_loop.cpp);
-    // with 3, 4 and 8 ranks on 2 CPUs, 64 spins took up to 1.4x the time of
-    // none (docs/performance.md item 31).
-    std::vector<std::uint64_t> rank_cpus;  // published at the rendezvous, which every rank has passed
+    // The default spin follows the CPUs the ranks share (default_spin_count);
+    // every rank published its own at the rendezvous, which all have passed.
+    std::vector<std::uint64_t> rank_cpus;
     for (int r = 0; r < world_size; ++r) rank_cpus.push_back(channel_.header().ranks[r].cpus.load(std::memory_order_relaxed));
-    const long machine_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    channel_.policy().spin_count = config_.spin_count >= 0
-                                       ? config_.spin_count
-                                       : default_spin_count(rank_cpus, machine_cpus > 0 ? static_cast<int>(machine_cpus) : 1);
+    channel_.policy().spin_count =
+        config_.spin_count >= 0 ? config_.spin_count : default_spin_count(rank_cpus, machine_cpus());
     // Helper threads only where every rank can have CPUs of its own for them.
     set_threads(config_.threads > 0 ? config_.threads : std::clamp(online_cpus() / world_size, 1, 4));
   }
